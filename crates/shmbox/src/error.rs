@@ -1,0 +1,328 @@
+//! One error enum per operation. Operations that consume a value (a loan)
+//! hand it back inside the error, so nothing is lost.
+
+use crate::config::ConfigError;
+use crate::mailbox::Loan;
+use crate::name::NameError;
+use std::fmt;
+use std::time::Duration;
+
+/// Why [`Region::create`](crate::Region::create) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The region name is not acceptable.
+    #[error("invalid region name: {0}")]
+    InvalidName(#[from] NameError),
+    /// The config is not acceptable.
+    #[error("invalid config: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    /// A region (or another object) with this name already exists.
+    #[error("region '{name}' already exists; open it, or remove it first")]
+    AlreadyExists {
+        /// The region name.
+        name: String,
+    },
+    /// `/dev/shm` cannot hold the region.
+    #[error("not enough shared memory for region '{name}': it needs {needed} bytes, {}", available.map_or("free space unknown".to_string(), |a| format!("{a} bytes are free")))]
+    NoSpace {
+        /// The region name.
+        name: String,
+        /// Bytes the config asks for.
+        needed: u64,
+        /// Free bytes on the shared-memory filesystem, when known.
+        available: Option<u64>,
+    },
+    /// The operating system refused access.
+    #[error("permission denied creating region '{name}'")]
+    PermissionDenied {
+        /// The region name.
+        name: String,
+    },
+    /// Any other operating-system error.
+    #[error("{op} failed for region '{name}': {source}")]
+    Io {
+        /// The region name.
+        name: String,
+        /// The failing call.
+        op: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Region::open`](crate::Region::open) or
+/// [`Region::open_or_create`](crate::Region::open_or_create) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The region name is not acceptable.
+    #[error("invalid region name: {0}")]
+    InvalidName(#[from] NameError),
+    /// No region has this name.
+    #[error("region '{name}' not found")]
+    NotFound {
+        /// The region name.
+        name: String,
+    },
+    /// The object exists but is not a shmbox region.
+    #[error("'{name}' is not a shmbox region: {reason}")]
+    NotShmbox {
+        /// The region name.
+        name: String,
+        /// What gave it away.
+        reason: String,
+    },
+    /// A shmbox region of another layout version.
+    #[error("region '{name}' has layout version {found}; this library reads version {expected}")]
+    Version {
+        /// The region name.
+        name: String,
+        /// The version found.
+        found: u32,
+        /// The version supported.
+        expected: u32,
+    },
+    /// The header is inconsistent with itself or the object's size.
+    #[error("region '{name}' is corrupt: {reason}")]
+    Corrupt {
+        /// The region name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The creator did not finish initialising in time.
+    #[error("region '{name}' was not initialised within {waited:?}; its creator may have died")]
+    InitTimeout {
+        /// The region name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The operating system refused access (e.g. a `0600` region of
+    /// another user).
+    #[error("permission denied opening region '{name}'")]
+    PermissionDenied {
+        /// The region name.
+        name: String,
+    },
+    /// Creating the region failed (from `open_or_create`).
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// Any other operating-system error.
+    #[error("{op} failed for region '{name}': {source}")]
+    Io {
+        /// The region name.
+        name: String,
+        /// The failing call.
+        op: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Region::remove`](crate::Region::remove) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    /// The region name is not acceptable.
+    #[error("invalid region name: {0}")]
+    InvalidName(#[from] NameError),
+    /// No region has this name.
+    #[error("region '{name}' not found")]
+    NotFound {
+        /// The region name.
+        name: String,
+    },
+    /// Any other operating-system error.
+    #[error("removing region '{name}' failed: {source}")]
+    Io {
+        /// The region name.
+        name: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Why [`Region::join`](crate::Region::join) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The participant name is not acceptable.
+    #[error("invalid participant name: {0}")]
+    InvalidName(#[from] NameError),
+    /// A live participant already has this name.
+    #[error("participant name '{0}' is taken in this region")]
+    NameTaken(String),
+    /// Every participant slot is in use.
+    #[error("all {max} participant slots are in use")]
+    Full {
+        /// The region's participant limit.
+        max: u32,
+    },
+}
+
+/// Why [`Region::address`](crate::Region::address) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The participant name is not acceptable.
+    #[error("invalid participant name: {0}")]
+    InvalidName(#[from] NameError),
+    /// No live participant has this name.
+    #[error("no participant named '{0}' in this region")]
+    NotFound(String),
+}
+
+/// Why [`Mailbox::try_loan`](crate::Mailbox::try_loan) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TryLoanError {
+    /// The message is larger than the largest size class.
+    #[error("message of {requested} bytes is larger than the largest size class ({max} bytes)")]
+    TooLarge {
+        /// Bytes asked for.
+        requested: usize,
+        /// The largest class's size.
+        max: u64,
+    },
+    /// Every chunk of the fitting size class is in use.
+    #[error("no free chunk in the {class_size}-byte size class")]
+    Exhausted {
+        /// Size of the class that fits the message.
+        class_size: u64,
+    },
+}
+
+/// Why [`Mailbox::loan`](crate::Mailbox::loan) or
+/// [`Mailbox::loan_timeout`](crate::Mailbox::loan_timeout) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoanError {
+    /// The message is larger than the largest size class.
+    #[error("message of {requested} bytes is larger than the largest size class ({max} bytes)")]
+    TooLarge {
+        /// Bytes asked for.
+        requested: usize,
+        /// The largest class's size.
+        max: u64,
+    },
+    /// No chunk became free in time.
+    #[error("timed out waiting for a free chunk in the {class_size}-byte size class")]
+    Timeout {
+        /// Size of the class that fits the message.
+        class_size: u64,
+    },
+}
+
+/// Why [`Mailbox::try_send`](crate::Mailbox::try_send) failed; the loan is
+/// handed back.
+pub enum TrySendError<'m> {
+    /// The receiver's mailbox is full.
+    Full(Loan<'m>),
+    /// The receiver has left (or the address is stale).
+    Disconnected(Loan<'m>),
+}
+
+/// Why [`Mailbox::send`](crate::Mailbox::send) failed; the loan is handed
+/// back.
+pub enum SendError<'m> {
+    /// The receiver has left (or the address is stale).
+    Disconnected(Loan<'m>),
+}
+
+/// Why [`Mailbox::send_timeout`](crate::Mailbox::send_timeout) failed; the
+/// loan is handed back.
+pub enum SendTimeoutError<'m> {
+    /// The mailbox stayed full for the whole timeout.
+    Timeout(Loan<'m>),
+    /// The receiver has left (or the address is stale).
+    Disconnected(Loan<'m>),
+}
+
+macro_rules! loan_error {
+    ($ty:ident { $($variant:ident => $text:literal),* }) => {
+        impl<'m> $ty<'m> {
+            /// Takes the loan back.
+            pub fn into_loan(self) -> Loan<'m> {
+                match self { $($ty::$variant(l) => l),* }
+            }
+        }
+        impl fmt::Debug for $ty<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $($ty::$variant(l) => f.debug_tuple(stringify!($variant)).field(l).finish()),* }
+            }
+        }
+        impl fmt::Display for $ty<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self { $($ty::$variant(_) => f.write_str($text)),* }
+            }
+        }
+        impl std::error::Error for $ty<'_> {}
+    };
+}
+
+loan_error!(TrySendError {
+    Full => "receiver's mailbox is full",
+    Disconnected => "receiver has left the region"
+});
+loan_error!(SendError { Disconnected => "receiver has left the region" });
+loan_error!(SendTimeoutError {
+    Timeout => "timed out waiting for room in the receiver's mailbox",
+    Disconnected => "receiver has left the region"
+});
+
+/// Why [`Mailbox::send_copy`](crate::Mailbox::send_copy) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendCopyError {
+    /// The message is larger than the largest size class.
+    #[error("message of {requested} bytes is larger than the largest size class ({max} bytes)")]
+    TooLarge {
+        /// Message length.
+        requested: usize,
+        /// The largest class's size.
+        max: u64,
+    },
+    /// The receiver has left (or the address is stale).
+    #[error("receiver has left the region")]
+    Disconnected,
+}
+
+/// A mailbox entry that does not describe a valid message. The entry has
+/// been removed from the mailbox; the next receive goes on with the next
+/// entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt mailbox entry: {reason}")]
+pub struct Corruption {
+    pub(crate) reason: String,
+}
+
+impl Corruption {
+    /// What was wrong with the entry.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Why [`Mailbox::try_recv`](crate::Mailbox::try_recv) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// No message is waiting.
+    #[error("mailbox is empty")]
+    Empty,
+    /// The next entry was corrupt (and has been dropped).
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}
+
+/// Why [`Mailbox::recv`](crate::Mailbox::recv) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The next entry was corrupt (and has been dropped).
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}
+
+/// Why [`Mailbox::recv_timeout`](crate::Mailbox::recv_timeout) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// No message arrived in time.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The next entry was corrupt (and has been dropped).
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}

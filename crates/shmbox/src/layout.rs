@@ -1,0 +1,760 @@
+//! The on-memory format of a region, and validation of a mapped one.
+//!
+//! ```text
+//! offset 0        header (one page): magic, version, state, config, section offsets
+//! slots_offset    participant slots, SLOT_SIZE bytes each
+//! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
+//!                 +0 tail line | +64 head line (head, room waiters, room seq)
+//!                 | +128 park line | +192 cells (capacity x u64)
+//! per class c     pool line (waiters, seq) + free bitmap (one bit per chunk)
+//! per class c     count chunks of stride = 64 + round_up(size, 64) bytes:
+//!                 +0 chunk header (holders, len, sender, dest) | +64 payload
+//! ```
+//!
+//! Shared memory holds offsets, never pointers. A mailbox cell carries a
+//! chunk's header offset divided by 64 in 32 bits, so a region addresses at
+//! most 256 GiB. Every value read back is checked by [`Mapped::decode`].
+//!
+//! An attacher copies the header once, recomputes the whole layout from the
+//! config it holds, and refuses the region unless every stored offset and
+//! the file size match ([`Layout::from_header`]). After that it derives all
+//! addresses from its private copy, so later scribbles on the header cannot
+//! move them.
+
+use crate::config::{Config, SizeClass, MAX_CLASSES};
+use crate::notify::{EventCount, Parker};
+use crate::pool::{Holders, Pool};
+use crate::queue::OffsetQueue;
+use crate::sys::Mapping;
+use bytemuck::{Pod, Zeroable};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// `b"SHMBOX\0\x01"` read as a little-endian integer.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
+/// Bumped whenever the on-memory format changes.
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const HEADER_SIZE: u64 = 4096;
+const INFO_OFFSET: u64 = 64;
+pub(crate) const LINE: u64 = 64;
+pub(crate) const SLOT_SIZE: u64 = 128;
+pub(crate) const CHUNK_HEADER: u64 = 64;
+const MAILBOX_CELLS: u64 = 3 * LINE;
+/// Cells store offset / 64 in 32 bits.
+pub(crate) const MAX_REGION_SIZE: u64 = LINE << 32;
+
+pub(crate) const STATE_READY: u32 = 1;
+
+const fn round_up(x: u64, to: u64) -> u64 {
+    x.div_ceil(to) * to
+}
+
+/// The header fields after magic, version and state, as stored.
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub(crate) struct HeaderInfo {
+    pub total_size: u64,
+    pub created_unix_ms: u64,
+    pub creator_pid: u32,
+    pub max_participants: u32,
+    pub mailbox_capacity: u32,
+    pub class_count: u32,
+    pub mode: u32,
+    pub _pad: u32,
+    pub class_size: [u64; MAX_CLASSES],
+    pub class_chunks: [u64; MAX_CLASSES],
+    pub slots_offset: u64,
+    pub mailboxes_offset: u64,
+    pub mailbox_stride: u64,
+    pub pool_offset: [u64; MAX_CLASSES],
+    pub chunks_offset: [u64; MAX_CLASSES],
+    pub chunk_stride: [u64; MAX_CLASSES],
+}
+
+const _: () = assert!(INFO_OFFSET + std::mem::size_of::<HeaderInfo>() as u64 <= HEADER_SIZE);
+
+/// Where one size class lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClassLayout {
+    pub size: u64,
+    pub count: u32,
+    pub pool_offset: u64,
+    pub bitmap_words: usize,
+    pub chunks_offset: u64,
+    pub stride: u64,
+}
+
+/// The computed, validated layout of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub config: Config,
+    pub total_size: u64,
+    pub slots_offset: u64,
+    pub mailboxes_offset: u64,
+    pub mailbox_stride: u64,
+    pub classes: Vec<ClassLayout>,
+}
+
+/// Why a mapped object is not a usable region.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LayoutError {
+    #[error("object is {0} bytes, smaller than a region header ({HEADER_SIZE} bytes)")]
+    Truncated(u64),
+    #[error("magic number {0:#018x} is not shmbox's")]
+    Magic(u64),
+    #[error("layout version {found} is not the supported version {VERSION}")]
+    Version { found: u32 },
+    #[error("stored config is invalid: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("header field {field} is {found}, but the config implies {expected}")]
+    Field {
+        field: &'static str,
+        found: u64,
+        expected: u64,
+    },
+    #[error("header says the region is {expected} bytes, but the object is {found} bytes")]
+    Size { found: u64, expected: u64 },
+}
+
+impl Layout {
+    /// Computes where everything goes for `config` (assumed valid).
+    pub(crate) fn compute(config: &Config) -> Layout {
+        let slots_offset = HEADER_SIZE;
+        let n = u64::from(config.max_participants);
+        let mailboxes_offset = slots_offset + n * SLOT_SIZE;
+        let mailbox_stride = MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, LINE);
+        let mut at = mailboxes_offset + n * mailbox_stride;
+        let mut classes = Vec::with_capacity(config.classes.len());
+        for c in &config.classes {
+            let bitmap_words = (c.count as usize).div_ceil(64);
+            let pool_offset = at;
+            at += LINE + round_up(bitmap_words as u64 * 8, LINE);
+            classes.push(ClassLayout {
+                size: c.size,
+                count: c.count,
+                pool_offset,
+                bitmap_words,
+                chunks_offset: 0,
+                stride: CHUNK_HEADER + round_up(c.size, LINE),
+            });
+        }
+        for c in &mut classes {
+            c.chunks_offset = at;
+            at += u64::from(c.count) * c.stride;
+        }
+        Layout {
+            config: config.clone(),
+            total_size: round_up(at, 4096),
+            slots_offset,
+            mailboxes_offset,
+            mailbox_stride,
+            classes,
+        }
+    }
+
+    /// Total bytes for `config` without validating it (saturating).
+    pub(crate) fn compute_size(config: &Config) -> u64 {
+        let n = u64::from(config.max_participants);
+        let mut total = HEADER_SIZE
+            + n * SLOT_SIZE
+            + n * (MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, LINE));
+        for c in &config.classes {
+            let bitmap = LINE + round_up((c.count as u64).div_ceil(64) * 8, LINE);
+            let chunks = u64::from(c.count).saturating_mul(
+                CHUNK_HEADER.saturating_add(round_up(c.size.min(u64::MAX / 2), LINE)),
+            );
+            total = total.saturating_add(bitmap).saturating_add(chunks);
+        }
+        round_up(total.min(u64::MAX / 2), 4096)
+    }
+
+    fn info(&self, created_unix_ms: u64, creator_pid: u32) -> HeaderInfo {
+        let mut info = HeaderInfo::zeroed();
+        info.total_size = self.total_size;
+        info.created_unix_ms = created_unix_ms;
+        info.creator_pid = creator_pid;
+        info.max_participants = self.config.max_participants;
+        info.mailbox_capacity = self.config.mailbox_capacity;
+        info.class_count = self.classes.len() as u32;
+        info.mode = self.config.mode;
+        info.slots_offset = self.slots_offset;
+        info.mailboxes_offset = self.mailboxes_offset;
+        info.mailbox_stride = self.mailbox_stride;
+        for (i, c) in self.classes.iter().enumerate() {
+            info.class_size[i] = c.size;
+            info.class_chunks[i] = u64::from(c.count);
+            info.pool_offset[i] = c.pool_offset;
+            info.chunks_offset[i] = c.chunks_offset;
+            info.chunk_stride[i] = c.stride;
+        }
+        info
+    }
+
+    /// Rebuilds and checks the layout from a stored header and the size of
+    /// the object it came from.
+    pub(crate) fn from_header(info: &HeaderInfo, file_size: u64) -> Result<Layout, LayoutError> {
+        let n = info.class_count as usize;
+        if n == 0 || n > MAX_CLASSES {
+            return Err(crate::config::ConfigError::ClassCount(n).into());
+        }
+        let mut classes = Vec::with_capacity(n);
+        for i in 0..n {
+            let count = u32::try_from(info.class_chunks[i]).unwrap_or(u32::MAX);
+            classes.push(SizeClass::new(info.class_size[i], count));
+        }
+        let config = Config {
+            classes,
+            max_participants: info.max_participants,
+            mailbox_capacity: info.mailbox_capacity,
+            mode: info.mode,
+        };
+        config.validate()?;
+        let layout = Layout::compute(&config);
+        let expected = layout.info(info.created_unix_ms, info.creator_pid);
+        let check = |field: &'static str, found: u64, expected: u64| {
+            if found == expected {
+                Ok(())
+            } else {
+                Err(LayoutError::Field {
+                    field,
+                    found,
+                    expected,
+                })
+            }
+        };
+        check("total_size", info.total_size, expected.total_size)?;
+        check("slots_offset", info.slots_offset, expected.slots_offset)?;
+        check(
+            "mailboxes_offset",
+            info.mailboxes_offset,
+            expected.mailboxes_offset,
+        )?;
+        check(
+            "mailbox_stride",
+            info.mailbox_stride,
+            expected.mailbox_stride,
+        )?;
+        for i in 0..n {
+            check("pool_offset", info.pool_offset[i], expected.pool_offset[i])?;
+            check(
+                "chunks_offset",
+                info.chunks_offset[i],
+                expected.chunks_offset[i],
+            )?;
+            check(
+                "chunk_stride",
+                info.chunk_stride[i],
+                expected.chunk_stride[i],
+            )?;
+        }
+        for i in n..MAX_CLASSES {
+            check(
+                "unused class field",
+                info.class_size[i] | info.class_chunks[i],
+                0,
+            )?;
+        }
+        if file_size != layout.total_size {
+            return Err(LayoutError::Size {
+                found: file_size,
+                expected: layout.total_size,
+            });
+        }
+        Ok(layout)
+    }
+}
+
+/// Owner of a region's bytes: a shared mapping or, for the in-process
+/// backend, a zeroed heap allocation.
+pub(crate) enum Backing {
+    Shm(Mapping),
+    Heap(HeapBuf),
+}
+
+/// A zeroed, page-aligned heap buffer standing in for shared memory.
+pub(crate) struct HeapBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: like `Mapping`: plain memory accessed through atomics and loans.
+unsafe impl Send for HeapBuf {}
+// SAFETY: as above.
+unsafe impl Sync for HeapBuf {}
+
+impl HeapBuf {
+    pub(crate) fn new(len: usize) -> HeapBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        HeapBuf { ptr, layout }
+    }
+}
+
+impl Drop for HeapBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl Backing {
+    fn base(&self) -> *mut u8 {
+        match self {
+            Backing::Shm(m) => m.as_ptr(),
+            Backing::Heap(h) => h.ptr.as_ptr(),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Backing::Shm(m) => m.len(),
+            Backing::Heap(h) => h.layout.size(),
+        }
+    }
+}
+
+/// Reads the magic, version and state words of a mapping at least a header
+/// long.
+pub(crate) struct HeaderWords<'a> {
+    pub magic: &'a AtomicU64,
+    pub version: &'a AtomicU32,
+    pub state: &'a AtomicU32,
+}
+
+/// Header words of `backing`, which must be at least `HEADER_SIZE` long.
+pub(crate) fn header_words(backing: &Backing) -> HeaderWords<'_> {
+    assert!(backing.len() as u64 >= HEADER_SIZE);
+    let base = backing.base();
+    // SAFETY: the first 16 bytes are in bounds and 8-aligned (page-aligned
+    // base); they are only ever accessed atomically.
+    unsafe {
+        HeaderWords {
+            magic: AtomicU64::from_ptr(base.cast()),
+            version: AtomicU32::from_ptr(base.add(8).cast()),
+            state: AtomicU32::from_ptr(base.add(12).cast()),
+        }
+    }
+}
+
+/// Copies the stored header info out of `backing` (at least a header long).
+pub(crate) fn read_info(backing: &Backing) -> HeaderInfo {
+    assert!(backing.len() as u64 >= HEADER_SIZE);
+    // SAFETY: in bounds; a volatile copy of plain-old-data, so a concurrent
+    // writer can give us garbage values but not undefined behaviour in Rust's
+    // model of this process (we never hold a reference into it).
+    unsafe {
+        std::ptr::read_volatile(
+            backing
+                .base()
+                .add(INFO_OFFSET as usize)
+                .cast::<HeaderInfo>(),
+        )
+    }
+}
+
+/// A participant slot in the table.
+pub(crate) struct SlotView<'a> {
+    /// `generation << 32 | status` (see `registry`).
+    pub state: &'a AtomicU64,
+    pub pid: &'a AtomicU32,
+    pub strategy: &'a AtomicU32,
+    /// Up to 32 name bytes, zero-padded, packed little-endian.
+    pub name: &'a [AtomicU64],
+}
+
+/// One mailbox: its queue and its two wait lists.
+pub(crate) struct MailboxView<'a> {
+    pub queue: OffsetQueue<'a>,
+    pub room: EventCount<'a>,
+    pub parker: Parker<'a>,
+}
+
+/// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`.
+pub(crate) struct ChunkView<'a> {
+    pub holders: &'a AtomicU64,
+    pub len: &'a AtomicU64,
+    pub sender: &'a AtomicU64,
+    pub dest: &'a AtomicU64,
+}
+
+/// A chunk reference decoded from a mailbox cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkRef {
+    pub class: u8,
+    pub index: u32,
+}
+
+/// Why a value read from a mailbox is not a chunk of this region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadOffset {
+    #[error("offset {0:#x} is outside every size class's chunk area")]
+    OutOfRange(u64),
+    #[error("offset {0:#x} is not on a chunk boundary")]
+    Misaligned(u64),
+}
+
+/// A region's memory together with its validated layout.
+pub(crate) struct Mapped {
+    backing: Backing,
+    pub layout: Layout,
+}
+
+impl Mapped {
+    /// Pairs memory with a layout validated against its size.
+    pub(crate) fn new(backing: Backing, layout: Layout) -> Mapped {
+        assert_eq!(
+            backing.len() as u64,
+            layout.total_size,
+            "layout does not match the memory"
+        );
+        Mapped { backing, layout }
+    }
+
+    #[inline]
+    fn u64_at(&self, off: u64) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.layout.total_size);
+        // SAFETY: in bounds and 8-aligned (checked above; the base is page
+        // aligned); shared memory is accessed only atomically through here.
+        unsafe { AtomicU64::from_ptr(self.backing.base().add(off as usize).cast()) }
+    }
+
+    #[inline]
+    fn u32_at(&self, off: u64) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.layout.total_size);
+        // SAFETY: in bounds and 4-aligned, as above.
+        unsafe { AtomicU32::from_ptr(self.backing.base().add(off as usize).cast()) }
+    }
+
+    fn u64_slice(&self, off: u64, n: usize) -> &[AtomicU64] {
+        assert!(off % 8 == 0 && off + 8 * n as u64 <= self.layout.total_size);
+        // SAFETY: `n` aligned words in bounds, accessed only atomically.
+        unsafe { std::slice::from_raw_parts(self.backing.base().add(off as usize).cast(), n) }
+    }
+
+    pub(crate) fn header(&self) -> HeaderWords<'_> {
+        header_words(&self.backing)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn info(&self) -> HeaderInfo {
+        read_info(&self.backing)
+    }
+
+    /// Writes a fresh region: header info, empty queues, full pools. The
+    /// caller then publishes magic/version/state.
+    pub(crate) fn initialize(&self, creator_pid: u32) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let info = self.layout.info(ms, creator_pid);
+        // SAFETY: in bounds (static assert above); nobody else reads the info
+        // before the state word says READY.
+        unsafe {
+            std::ptr::write_volatile(
+                self.backing
+                    .base()
+                    .add(INFO_OFFSET as usize)
+                    .cast::<HeaderInfo>(),
+                info,
+            )
+        };
+        for slot in 0..self.layout.config.max_participants {
+            self.mailbox(slot).queue.init();
+        }
+        for c in 0..self.layout.classes.len() {
+            self.pool(c as u8).init();
+        }
+    }
+
+    pub(crate) fn slot(&self, slot: u32) -> SlotView<'_> {
+        assert!(slot < self.layout.config.max_participants);
+        let at = self.layout.slots_offset + u64::from(slot) * SLOT_SIZE;
+        SlotView {
+            state: self.u64_at(at),
+            pid: self.u32_at(at + 8),
+            strategy: self.u32_at(at + 12),
+            name: self.u64_slice(at + 16, 4),
+        }
+    }
+
+    pub(crate) fn mailbox(&self, slot: u32) -> MailboxView<'_> {
+        assert!(slot < self.layout.config.max_participants);
+        let at = self.layout.mailboxes_offset + u64::from(slot) * self.layout.mailbox_stride;
+        let cap = self.layout.config.mailbox_capacity as usize;
+        MailboxView {
+            queue: OffsetQueue::new(
+                self.u64_at(at),
+                self.u64_at(at + LINE),
+                self.u64_slice(at + MAILBOX_CELLS, cap),
+            ),
+            room: EventCount::new(self.u32_at(at + LINE + 8), self.u32_at(at + LINE + 12)),
+            parker: Parker::new(self.u32_at(at + 2 * LINE)),
+        }
+    }
+
+    pub(crate) fn pool(&self, class: u8) -> Pool<'_, ClassChunks<'_>> {
+        let c = &self.layout.classes[class as usize];
+        Pool::new(
+            self.u64_slice(c.pool_offset + LINE, c.bitmap_words),
+            c.count,
+            ClassChunks {
+                mapped: self,
+                class: c,
+            },
+        )
+    }
+
+    /// The wait list of loaners blocked on an exhausted class.
+    pub(crate) fn pool_waiters(&self, class: u8) -> EventCount<'_> {
+        let c = &self.layout.classes[class as usize];
+        EventCount::new(self.u32_at(c.pool_offset), self.u32_at(c.pool_offset + 4))
+    }
+
+    #[inline]
+    fn chunk_offset(&self, r: ChunkRef) -> u64 {
+        let c = &self.layout.classes[r.class as usize];
+        assert!(r.index < c.count);
+        c.chunks_offset + u64::from(r.index) * c.stride
+    }
+
+    pub(crate) fn chunk(&self, r: ChunkRef) -> ChunkView<'_> {
+        let at = self.chunk_offset(r);
+        ChunkView {
+            holders: self.u64_at(at),
+            len: self.u64_at(at + 8),
+            sender: self.u64_at(at + 16),
+            dest: self.u64_at(at + 24),
+        }
+    }
+
+    /// Start of chunk `r`'s payload (64-byte aligned) and its capacity.
+    pub(crate) fn payload(&self, r: ChunkRef) -> (*mut u8, usize) {
+        let at = self.chunk_offset(r) + CHUNK_HEADER;
+        let size = self.layout.classes[r.class as usize].size as usize;
+        debug_assert!(at + size as u64 <= self.layout.total_size);
+        // SAFETY: `at` is inside the region (chunk areas end before
+        // `total_size`, which equals the mapping's length).
+        (unsafe { self.backing.base().add(at as usize) }, size)
+    }
+
+    /// The value a mailbox cell carries for `r`.
+    #[inline]
+    pub(crate) fn encode(&self, r: ChunkRef) -> u32 {
+        (self.chunk_offset(r) / LINE) as u32
+    }
+
+    /// Validates a value read from a mailbox cell: it must name the header
+    /// of a chunk of some class.
+    #[inline]
+    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadOffset> {
+        let off = u64::from(value) * LINE;
+        for (class, c) in self.layout.classes.iter().enumerate() {
+            let end = c.chunks_offset + u64::from(c.count) * c.stride;
+            if off >= c.chunks_offset && off < end {
+                let rel = off - c.chunks_offset;
+                if rel % c.stride != 0 {
+                    return Err(BadOffset::Misaligned(off));
+                }
+                return Ok(ChunkRef {
+                    class: class as u8,
+                    index: (rel / c.stride) as u32,
+                });
+            }
+        }
+        Err(BadOffset::OutOfRange(off))
+    }
+
+    /// Smallest class whose chunks hold `len` bytes.
+    #[inline]
+    pub(crate) fn class_for(&self, len: usize) -> Option<u8> {
+        self.layout
+            .classes
+            .iter()
+            .position(|c| c.size >= len as u64)
+            .map(|c| c as u8)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_ready(&self) -> bool {
+        self.header().state.load(Ordering::Acquire) == STATE_READY
+    }
+}
+
+/// Holders words of one class's chunks.
+pub(crate) struct ClassChunks<'a> {
+    mapped: &'a Mapped,
+    class: &'a ClassLayout,
+}
+
+impl Holders for ClassChunks<'_> {
+    #[inline]
+    fn holders(&self, index: u32) -> &AtomicU64 {
+        assert!(index < self.class.count);
+        self.mapped
+            .u64_at(self.class.chunks_offset + u64::from(index) * self.class.stride)
+    }
+}
+
+/// Validates the header of a mapping of `file_size` bytes: magic, version,
+/// then the layout. Used by `open` and by the validation tests.
+pub(crate) fn validate(backing: &Backing, file_size: u64) -> Result<Layout, LayoutError> {
+    if file_size < HEADER_SIZE || (backing.len() as u64) < HEADER_SIZE {
+        return Err(LayoutError::Truncated(file_size));
+    }
+    let words = header_words(backing);
+    let magic = words.magic.load(Ordering::Acquire);
+    if magic != MAGIC {
+        return Err(LayoutError::Magic(magic));
+    }
+    let version = words.version.load(Ordering::Acquire);
+    if version != VERSION {
+        return Err(LayoutError::Version { found: version });
+    }
+    Layout::from_header(&read_info(backing), file_size)
+}
+
+/// Builds a fresh region in `backing` (which must be `layout.total_size`
+/// bytes of zeroes) and marks it ready.
+pub(crate) fn create_in(backing: Backing, layout: Layout) -> Mapped {
+    let mapped = Mapped::new(backing, layout);
+    let words = mapped.header();
+    // Magic and version first: an opener that sees them knows this is a
+    // shmbox region still being initialised, not a foreign object.
+    words.magic.store(MAGIC, Ordering::Relaxed);
+    words.version.store(VERSION, Ordering::Relaxed);
+    mapped.initialize(crate::sys::pid());
+    // SYNC POINT: pairs with the acquire load of `state` by openers.
+    words.state.store(STATE_READY, Ordering::Release);
+    mapped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SizeClass;
+
+    fn small() -> Config {
+        Config::default()
+            .with_classes(&[SizeClass::new(64, 10), SizeClass::new(1000, 3)])
+            .with_max_participants(4)
+            .with_mailbox_capacity(8)
+    }
+
+    fn fresh(config: &Config) -> Mapped {
+        let layout = Layout::compute(config);
+        create_in(
+            Backing::Heap(HeapBuf::new(layout.total_size as usize)),
+            layout,
+        )
+    }
+
+    fn raw(m: &Mapped) -> *mut u8 {
+        m.backing.base()
+    }
+
+    #[test]
+    fn a_fresh_region_validates() {
+        let m = fresh(&small());
+        assert_eq!(validate(&m.backing, m.layout.total_size).unwrap(), m.layout);
+        assert!(m.is_ready());
+        assert_eq!(m.pool(0).free_count(), 10);
+        assert_eq!(m.pool(1).free_count(), 3);
+    }
+
+    #[test]
+    fn truncated_object_is_refused() {
+        let m = fresh(&small());
+        let short = m.layout.total_size - 4096;
+        assert_eq!(
+            validate(&m.backing, short),
+            Err(LayoutError::Size {
+                found: short,
+                expected: m.layout.total_size
+            })
+        );
+        assert_eq!(validate(&m.backing, 100), Err(LayoutError::Truncated(100)));
+        let tiny = Backing::Heap(HeapBuf::new(100));
+        assert_eq!(validate(&tiny, 100), Err(LayoutError::Truncated(100)));
+    }
+
+    #[test]
+    fn wrong_magic_is_refused() {
+        let m = fresh(&small());
+        m.header().magic.store(0x1234, Ordering::Relaxed);
+        assert_eq!(
+            validate(&m.backing, m.layout.total_size),
+            Err(LayoutError::Magic(0x1234))
+        );
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let m = fresh(&small());
+        m.header().version.store(VERSION + 1, Ordering::Relaxed);
+        assert_eq!(
+            validate(&m.backing, m.layout.total_size),
+            Err(LayoutError::Version { found: VERSION + 1 })
+        );
+    }
+
+    fn patch_info(m: &Mapped, f: impl FnOnce(&mut HeaderInfo)) {
+        let mut info = m.info();
+        f(&mut info);
+        // SAFETY: test-only write of the header info in bounds.
+        unsafe { std::ptr::write_volatile(raw(m).add(INFO_OFFSET as usize).cast(), info) };
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut HeaderInfo)>)> = vec![
+            ("offset", Box::new(|i| i.chunks_offset[1] += 64)),
+            ("stride", Box::new(|i| i.chunk_stride[0] = 64)),
+            ("total", Box::new(|i| i.total_size *= 2)),
+            ("count", Box::new(|i| i.class_chunks[0] = 1 << 40)),
+            ("classes", Box::new(|i| i.class_count = 9)),
+            ("zero classes", Box::new(|i| i.class_count = 0)),
+            ("order", Box::new(|i| i.class_size[1] = 32)),
+            ("participants", Box::new(|i| i.max_participants = 1000)),
+            ("capacity", Box::new(|i| i.mailbox_capacity = 7)),
+            ("stray class", Box::new(|i| i.class_size[5] = 64)),
+            ("mode", Box::new(|i| i.mode = 0o7777)),
+        ];
+        for (what, f) in cases {
+            let m = fresh(&small());
+            patch_info(&m, f);
+            let r = validate(&m.backing, m.layout.total_size);
+            assert!(r.is_err(), "{what}: corrupt header accepted");
+        }
+    }
+
+    #[test]
+    fn garbage_headers_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let m = fresh(&small());
+        let size = m.layout.total_size;
+        for _ in 0..2000 {
+            let m2 = fresh(&small());
+            let at = rng.random_range(0..256usize);
+            // SAFETY: test-only scribble inside the header page.
+            unsafe { *raw(&m2).add(at) = rng.random() };
+            let _ = validate(&m2.backing, rng.random_range(0..size * 2));
+        }
+    }
+
+    #[test]
+    fn decode_checks_range_and_alignment() {
+        let m = fresh(&small());
+        for class in 0..2u8 {
+            for index in 0..m.layout.classes[class as usize].count {
+                let r = ChunkRef { class, index };
+                assert_eq!(m.decode(m.encode(r)), Ok(r));
+            }
+        }
+        assert!(matches!(m.decode(0), Err(BadOffset::OutOfRange(0))));
+        assert!(matches!(m.decode(u32::MAX), Err(BadOffset::OutOfRange(_))));
+        let first = m.encode(ChunkRef { class: 1, index: 0 });
+        assert!(matches!(m.decode(first + 1), Err(BadOffset::Misaligned(_))));
+    }
+}

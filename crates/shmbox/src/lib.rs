@@ -1,0 +1,115 @@
+//! shmbox: zero-copy messaging between processes through named shared memory.
+//!
+//! Processes attach to a named **region** in `/dev/shm`. Each joins as a
+//! participant with its own **mailbox** (a lock-free list of offsets in the
+//! region). A sender **loans** a chunk of the region's message buffer,
+//! writes its message there in place, and **sends** it: the chunk's offset
+//! is atomically stored into the receiver's mailbox. The receiver reads the
+//! message in place and **releases** the chunk by dropping it. Only an
+//! offset moves; the payload is written once and read once.
+//!
+//! # Guarantees
+//!
+//! * **No copies, no syscalls on the fast path.** Send and receive are a few
+//!   atomic operations; a `FUTEX_WAKE` is issued only when the receiver has
+//!   announced it is asleep.
+//! * **Nothing lost silently.** `try_send` hands the loan back when the
+//!   receiver's mailbox is full or the receiver has left; `send` waits for
+//!   room. A message that was accepted and is still queued when its
+//!   receiver leaves is released with the mailbox.
+//! * **Stale addresses are refused.** An [`Address`] carries its slot's
+//!   generation; a participant that left and whose slot was reused is not
+//!   confused with the newcomer.
+//! * **Race-free setup.** Of many processes calling
+//!   [`Region::open_or_create`], exactly one creates the region; the others
+//!   wait for it to be initialised and take the config from its header.
+//! * **Validated input.** Headers are checked against the object's size
+//!   before use, and every offset read from a mailbox is checked to name a
+//!   chunk of the region before it is dereferenced: a corrupt entry gives
+//!   an error, not undefined behaviour.
+//! * **Space reserved up front.** Creation reserves the whole region with
+//!   `fallocate`: a full `/dev/shm` is an error naming the bytes needed,
+//!   never a `SIGBUS` later.
+//!
+//! # Example
+//!
+//! An in-process region behaves like a shared one, with threads in place
+//! of processes:
+//!
+//! ```
+//! use shmbox::{Config, Region};
+//!
+//! let region = Region::in_process(&Config::default())?;
+//! let server = region.join("server")?;
+//! let client = region.join("client")?;
+//!
+//! // The client writes its request straight into the shared buffer...
+//! let mut loan = client.loan(12)?;
+//! loan.copy_from_slice(b"how are you?");
+//! client.send(loan, &region.address("server")?).map_err(|e| e.to_string())?;
+//!
+//! // ...the server reads it in place and replies to the sender.
+//! let request = server.recv()?;
+//! assert_eq!(&*request, b"how are you?");
+//! server.send_copy(b"fine", &request.sender())?;
+//! drop(request); // releases the chunk
+//!
+//! assert_eq!(&*client.recv()?, b"fine");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Between processes, use [`Region::open_or_create`] with a name instead of
+//! [`Region::in_process`]; `examples/pingpong.rs` runs two processes.
+//!
+//! # Layers
+//!
+//! `sys` (syscalls) → `layout` (on-memory format, validation) → core
+//! algorithms (`queue`, `pool`, `notify`, `registry`) → the API
+//! ([`Region`], [`Mailbox`], [`Loan`], [`Message`]).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmbox supports Linux only for now");
+
+mod notify;
+mod pool;
+mod queue;
+mod sync;
+
+#[cfg(not(shmbox_loom))]
+mod config;
+#[cfg(not(shmbox_loom))]
+mod error;
+#[cfg(not(shmbox_loom))]
+mod layout;
+#[cfg(not(shmbox_loom))]
+mod mailbox;
+#[cfg(not(shmbox_loom))]
+mod name;
+#[cfg(not(shmbox_loom))]
+mod region;
+#[cfg(not(shmbox_loom))]
+mod registry;
+#[cfg(not(shmbox_loom))]
+mod sys;
+
+#[cfg(not(shmbox_loom))]
+pub use config::{
+    Config, ConfigError, SizeClass, MAX_CHUNKS_PER_CLASS, MAX_CHUNK_SIZE, MAX_CLASSES,
+    MAX_MAILBOX_CAPACITY, MAX_PARTICIPANTS,
+};
+#[cfg(not(shmbox_loom))]
+pub use error::{
+    Corruption, CreateError, JoinError, LoanError, LookupError, OpenError, RecvError,
+    RecvTimeoutError, RemoveError, SendCopyError, SendError, SendTimeoutError, TryLoanError,
+    TryRecvError, TrySendError,
+};
+#[cfg(not(shmbox_loom))]
+pub use mailbox::{Address, Loan, Mailbox, Message, WaitStrategy};
+#[cfg(not(shmbox_loom))]
+pub use name::{validate_participant, validate_region, NameError, MAX_REGION_NAME};
+#[cfg(not(shmbox_loom))]
+pub use region::{ClassUsage, ParticipantInfo, Region};
+#[cfg(not(shmbox_loom))]
+pub use registry::MAX_PARTICIPANT_NAME;

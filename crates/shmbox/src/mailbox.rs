@@ -1,0 +1,635 @@
+//! [`Mailbox`]: a participant's handle for loaning, sending and receiving.
+
+use crate::config::MAX_CLASSES;
+use crate::error::{
+    Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
+    SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
+};
+use crate::layout::{ChunkRef, Mapped};
+use crate::pool::Released;
+use crate::region::Region;
+use crate::registry::{self, ClaimError};
+use crate::sync::spin_hint;
+use std::cell::Cell;
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long an [`WaitStrategy::Adaptive`] receiver spins before parking.
+const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
+/// Retries a blocked sender spins through before it sleeps.
+const SEND_SPINS: u32 = 64;
+
+/// How a receiver waits for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum WaitStrategy {
+    /// Poll continuously: lowest latency, one busy core.
+    Spin = 0,
+    /// Sleep on a futex in the mailbox: no CPU while idle; a sender pays a
+    /// `FUTEX_WAKE` only when the receiver is asleep.
+    Park = 1,
+    /// Spin for a short window (50 µs), then park. The default.
+    #[default]
+    Adaptive = 2,
+}
+
+/// A participant's address: its slot and the slot's generation. A stale
+/// address (its participant left and the slot was reused) is refused by
+/// `send`, never delivered to the slot's new occupant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Address {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl Address {
+    /// The participant's slot in the region's table.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The slot's generation when the participant joined.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    #[inline]
+    pub(crate) fn pack(&self) -> u64 {
+        (u64::from(self.slot) << 32) | u64::from(self.generation)
+    }
+
+    #[inline]
+    pub(crate) fn unpack(word: u64) -> Address {
+        Address {
+            slot: (word >> 32) as u32,
+            generation: word as u32,
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "slot {} (generation {})", self.slot, self.generation)
+    }
+}
+
+/// A participant of a region: its own mailbox (message list) plus the
+/// ability to loan chunks and send them to other participants.
+///
+/// A `Mailbox` is `Send` but not `Sync`: one thread receives from it at a
+/// time. Dropping it leaves the region: its slot is freed and the messages
+/// still queued for it are released.
+pub struct Mailbox {
+    region: Region,
+    address: Address,
+    packed: u64,
+    bit: u64,
+    name: String,
+    strategy: Cell<WaitStrategy>,
+    hints: [Cell<usize>; MAX_CLASSES],
+}
+
+/// Why one delivery attempt failed.
+enum Undelivered {
+    Full,
+    Disconnected,
+}
+
+impl Mailbox {
+    pub(crate) fn join(
+        region: Region,
+        name: &str,
+        strategy: WaitStrategy,
+    ) -> Result<Mailbox, JoinError> {
+        let m = region.mapped();
+        let (slot, generation) =
+            registry::claim(m, name, strategy as u32).map_err(|e| match e {
+                ClaimError::NameTaken => JoinError::NameTaken(name.into()),
+                ClaimError::Full => JoinError::Full {
+                    max: m.layout.config.max_participants,
+                },
+            })?;
+        let address = Address { slot, generation };
+        let mailbox = Mailbox {
+            address,
+            packed: address.pack(),
+            bit: 1u64 << slot,
+            name: name.into(),
+            strategy: Cell::new(strategy),
+            hints: Default::default(),
+            region: region.clone(),
+        };
+        // Entries a sender pushed after the slot's previous occupant drained
+        // its mailbox are released now, before anyone can address us.
+        mailbox.drain();
+        registry::activate(mailbox.mapped(), slot, generation);
+        Ok(mailbox)
+    }
+
+    #[inline]
+    fn mapped(&self) -> &Mapped {
+        self.region.mapped()
+    }
+
+    /// This participant's address, for others to send to.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// This participant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The region this mailbox belongs to.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// How `recv` waits.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.strategy.get()
+    }
+
+    /// Changes how `recv` waits.
+    pub fn set_wait_strategy(&self, strategy: WaitStrategy) {
+        self.strategy.set(strategy);
+        self.mapped()
+            .slot(self.address.slot)
+            .strategy
+            .store(strategy as u32, Ordering::Relaxed);
+    }
+
+    /// Messages waiting in this mailbox.
+    pub fn pending(&self) -> usize {
+        self.mapped().mailbox(self.address.slot).queue.len() as usize
+    }
+
+    // ---- loans -------------------------------------------------------------
+
+    fn claim(&self, len: usize) -> Result<ChunkRef, TryLoanError> {
+        let m = self.mapped();
+        let class = m.class_for(len).ok_or(TryLoanError::TooLarge {
+            requested: len,
+            max: m.layout.config.max_message_size(),
+        })?;
+        let hint = &self.hints[class as usize];
+        match m.pool(class).try_claim(self.bit, hint.get()) {
+            Some((index, word)) => {
+                hint.set(word);
+                Ok(ChunkRef { class, index })
+            }
+            None => Err(TryLoanError::Exhausted {
+                class_size: m.layout.classes[class as usize].size,
+            }),
+        }
+    }
+
+    fn loan_from(&self, chunk: ChunkRef, len: usize) -> Loan<'_> {
+        let (ptr, capacity) = self.mapped().payload(chunk);
+        Loan {
+            mailbox: self,
+            chunk,
+            ptr,
+            len,
+            capacity,
+        }
+    }
+
+    /// Loans a chunk of at least `len` bytes from the smallest size class
+    /// that fits, without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let region = shmbox::Region::in_process(&shmbox::Config::default())?;
+    /// let me = region.join("me")?;
+    /// let mut loan = me.try_loan(5)?;
+    /// loan.copy_from_slice(b"hello");
+    /// me.try_send(loan, &me.address()).map_err(|e| e.to_string())?;
+    /// assert_eq!(&*me.try_recv()?, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, TryLoanError> {
+        self.claim(len).map(|c| self.loan_from(c, len))
+    }
+
+    /// Loans a chunk of at least `len` bytes, waiting for one to be released
+    /// if the size class is exhausted.
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, LoanError> {
+        self.loan_wait(len, None)
+    }
+
+    /// Like [`loan`](Self::loan), waiting at most `timeout`.
+    pub fn loan_timeout(&self, len: usize, timeout: Duration) -> Result<Loan<'_>, LoanError> {
+        self.loan_wait(len, Some(timeout))
+    }
+
+    fn loan_wait(&self, len: usize, timeout: Option<Duration>) -> Result<Loan<'_>, LoanError> {
+        match self.claim(len) {
+            Ok(c) => Ok(self.loan_from(c, len)),
+            Err(TryLoanError::TooLarge { requested, max }) => {
+                Err(LoanError::TooLarge { requested, max })
+            }
+            Err(TryLoanError::Exhausted { class_size }) => {
+                let m = self.mapped();
+                let class = m.class_for(len).expect("class exists: claim found it");
+                m.pool_waiters(class)
+                    .wait_until(&self.region.shared.futex, timeout, || self.claim(len).ok())
+                    .map(|c| self.loan_from(c, len))
+                    .ok_or(LoanError::Timeout { class_size })
+            }
+        }
+    }
+
+    /// Gives up this participant's hold on a chunk; the last holder returns
+    /// it to the pool and wakes blocked loaners.
+    fn release(&self, chunk: ChunkRef) {
+        let m = self.mapped();
+        if m.pool(chunk.class).release(chunk.index, self.bit) == Released::Freed {
+            m.pool_waiters(chunk.class)
+                .notify(&self.region.shared.futex);
+        }
+    }
+
+    // ---- sending -----------------------------------------------------------
+
+    /// One delivery attempt: hand `loan`'s chunk to `to` by storing its
+    /// offset in `to`'s message list.
+    fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
+        let m = self.mapped();
+        if to.slot >= m.layout.config.max_participants
+            || !registry::is_active(m, to.slot, to.generation)
+        {
+            return Err(Undelivered::Disconnected);
+        }
+        let chunk = m.chunk(loan.chunk);
+        chunk.len.store(loan.len as u64, Ordering::Relaxed);
+        chunk.sender.store(self.packed, Ordering::Relaxed);
+        chunk.dest.store(to.pack(), Ordering::Relaxed);
+        let rx_bit = 1u64 << to.slot;
+        let to_self = rx_bit == self.bit;
+        // The receiver becomes a holder before the offset is published, so
+        // at every instant some live or sweepable bit owns the chunk.
+        if !to_self {
+            chunk.holders.fetch_or(rx_bit, Ordering::Relaxed);
+        }
+        let rx = m.mailbox(to.slot);
+        match rx.queue.push(m.encode(loan.chunk)) {
+            Ok(()) => {
+                if !to_self {
+                    self.release(loan.chunk);
+                }
+                rx.parker.unpark(&self.region.shared.futex);
+                Ok(())
+            }
+            Err(_) => {
+                if !to_self {
+                    chunk.holders.fetch_and(!rx_bit, Ordering::Relaxed);
+                }
+                Err(Undelivered::Full)
+            }
+        }
+    }
+
+    fn send_wait(
+        &self,
+        loan: &Loan<'_>,
+        to: &Address,
+        timeout: Option<Duration>,
+    ) -> Result<(), Undelivered> {
+        match self.deliver(loan, to) {
+            Err(Undelivered::Full) => {}
+            other => return other,
+        }
+        for _ in 0..SEND_SPINS {
+            spin_hint();
+            match self.deliver(loan, to) {
+                Err(Undelivered::Full) => {}
+                other => return other,
+            }
+        }
+        let m = self.mapped();
+        let room = m.mailbox(to.slot).room;
+        room.wait_until(&self.region.shared.futex, timeout, || {
+            match self.deliver(loan, to) {
+                Err(Undelivered::Full) => None,
+                other => Some(other),
+            }
+        })
+        .unwrap_or(Err(Undelivered::Full))
+    }
+
+    /// Sends `loan` to `to` without waiting. On failure the loan comes back
+    /// inside the error: nothing is lost.
+    pub fn try_send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), TrySendError<'m>> {
+        debug_assert!(
+            std::ptr::eq(loan.mailbox, self),
+            "loan sent from another mailbox"
+        );
+        match loan.mailbox.deliver(&loan, to) {
+            Ok(()) => Ok(loan.consume()),
+            Err(Undelivered::Full) => Err(TrySendError::Full(loan)),
+            Err(Undelivered::Disconnected) => Err(TrySendError::Disconnected(loan)),
+        }
+    }
+
+    /// Sends `loan` to `to`, waiting while its mailbox is full.
+    pub fn send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), SendError<'m>> {
+        debug_assert!(
+            std::ptr::eq(loan.mailbox, self),
+            "loan sent from another mailbox"
+        );
+        match loan.mailbox.send_wait(&loan, to, None) {
+            Ok(()) => Ok(loan.consume()),
+            // Without a timeout the wait only ends in success or disconnection.
+            Err(_) => Err(SendError::Disconnected(loan)),
+        }
+    }
+
+    /// Sends `loan` to `to`, waiting at most `timeout` for room.
+    pub fn send_timeout<'m>(
+        &self,
+        loan: Loan<'m>,
+        to: &Address,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<'m>> {
+        debug_assert!(
+            std::ptr::eq(loan.mailbox, self),
+            "loan sent from another mailbox"
+        );
+        match loan.mailbox.send_wait(&loan, to, Some(timeout)) {
+            Ok(()) => Ok(loan.consume()),
+            Err(Undelivered::Full) => Err(SendTimeoutError::Timeout(loan)),
+            Err(Undelivered::Disconnected) => Err(SendTimeoutError::Disconnected(loan)),
+        }
+    }
+
+    /// Copies `data` into a loaned chunk and sends it, waiting for a chunk
+    /// and for room as needed.
+    pub fn send_copy(&self, data: &[u8], to: &Address) -> Result<(), SendCopyError> {
+        let mut loan = self.loan(data.len()).map_err(|e| match e {
+            LoanError::TooLarge { requested, max } => SendCopyError::TooLarge { requested, max },
+            LoanError::Timeout { .. } => unreachable!("loan without timeout does not time out"),
+        })?;
+        loan.copy_from_slice(data);
+        self.send(loan, to).map_err(|_| SendCopyError::Disconnected)
+    }
+
+    // ---- receiving ---------------------------------------------------------
+
+    /// Takes the next message without waiting.
+    pub fn try_recv(&self) -> Result<Message<'_>, TryRecvError> {
+        let m = self.mapped();
+        let mailbox = m.mailbox(self.address.slot);
+        loop {
+            let Some(value) = mailbox.queue.pop() else {
+                return Err(TryRecvError::Empty);
+            };
+            mailbox.room.notify(&self.region.shared.futex);
+            if let Some(message) = self.accept(value)? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Validates a value popped from our message list. `Ok(None)` for an
+    /// entry addressed to an earlier occupant of our slot (released).
+    fn accept(&self, value: u32) -> Result<Option<Message<'_>>, Corruption> {
+        let m = self.mapped();
+        let chunk = m.decode(value).map_err(|e| Corruption {
+            reason: e.to_string(),
+        })?;
+        let header = m.chunk(chunk);
+        let held = header.holders.load(Ordering::Relaxed) & self.bit != 0;
+        if header.dest.load(Ordering::Relaxed) != self.packed {
+            if held {
+                self.release(chunk);
+            }
+            return Ok(None);
+        }
+        if !held {
+            return Err(Corruption {
+                reason: format!(
+                    "chunk {} of class {} is not held for this receiver",
+                    chunk.index, chunk.class
+                ),
+            });
+        }
+        let (ptr, capacity) = m.payload(chunk);
+        let len = header.len.load(Ordering::Relaxed);
+        if len > capacity as u64 {
+            self.release(chunk);
+            return Err(Corruption {
+                reason: format!("message length {len} exceeds its chunk's {capacity} bytes"),
+            });
+        }
+        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        Ok(Some(Message {
+            mailbox: self,
+            chunk,
+            ptr,
+            len: len as usize,
+            sender,
+        }))
+    }
+
+    /// Waits for the next message using this mailbox's [`WaitStrategy`].
+    pub fn recv(&self) -> Result<Message<'_>, RecvError> {
+        self.recv_wait(None).map_err(|e| match e {
+            RecvTimeoutError::Corrupt(c) => RecvError::Corrupt(c),
+            RecvTimeoutError::Timeout => unreachable!("recv without timeout does not time out"),
+        })
+    }
+
+    /// Waits at most `timeout` for the next message.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
+        self.recv_wait(Some(timeout))
+    }
+
+    fn recv_wait(&self, timeout: Option<Duration>) -> Result<Message<'_>, RecvTimeoutError> {
+        let start = Instant::now();
+        let remaining = || match timeout {
+            None => Ok(None),
+            Some(t) => match t.checked_sub(start.elapsed()) {
+                Some(r) if !r.is_zero() => Ok(Some(r)),
+                _ => Err(RecvTimeoutError::Timeout),
+            },
+        };
+        let spin_for = match self.strategy.get() {
+            WaitStrategy::Spin => None,
+            WaitStrategy::Adaptive => Some(ADAPTIVE_SPIN),
+            WaitStrategy::Park => Some(Duration::ZERO),
+        };
+        let mut spins = 0u32;
+        loop {
+            match self.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Corrupt(c)) => return Err(c.into()),
+                Err(TryRecvError::Empty) => {}
+            }
+            spins = spins.wrapping_add(1);
+            let spinning = match spin_for {
+                None => true,
+                Some(window) => spins < 64 || start.elapsed() < window,
+            };
+            if spinning {
+                if spins % 256 == 0 {
+                    remaining()?;
+                }
+                spin_hint();
+                continue;
+            }
+            let left = remaining()?;
+            let m = self.mapped();
+            let mailbox = m.mailbox(self.address.slot);
+            mailbox
+                .parker
+                .park(&self.region.shared.futex, left, || mailbox.queue.is_ready());
+        }
+    }
+
+    /// Pops and releases everything in our message list.
+    fn drain(&self) {
+        let m = self.mapped();
+        let mailbox = m.mailbox(self.address.slot);
+        while let Some(value) = mailbox.queue.pop() {
+            if let Ok(chunk) = m.decode(value) {
+                if m.chunk(chunk).holders.load(Ordering::Relaxed) & self.bit != 0 {
+                    self.release(chunk);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let m = self.mapped();
+        let Address { slot, generation } = self.address;
+        registry::begin_leave(m, slot, generation);
+        // Blocked senders wake up and see that we left.
+        m.mailbox(slot).room.notify(&self.region.shared.futex);
+        self.drain();
+        registry::finish_leave(m, slot, generation);
+    }
+}
+
+/// A chunk of the message buffer loaned to one participant: write the
+/// message into it in place, then send it. Dropping an unsent loan returns
+/// the chunk to the pool.
+pub struct Loan<'m> {
+    mailbox: &'m Mailbox,
+    chunk: ChunkRef,
+    ptr: *mut u8,
+    len: usize,
+    capacity: usize,
+}
+
+impl Loan<'_> {
+    /// Bytes this chunk can hold (its size class).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Shortens the message to `len` bytes (no effect if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Lengthens or shortens the message to `len` bytes, at most
+    /// [`capacity`](Self::capacity); returns the new length.
+    pub fn resize(&mut self, len: usize) -> usize {
+        self.len = len.min(self.capacity);
+        self.len
+    }
+
+    fn consume(self) {
+        let _ = ManuallyDrop::new(self);
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies inside our chunk's payload (len <=
+        // capacity) and our holder bit makes this participant the chunk's
+        // only user until it is sent.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        self.mailbox.release(self.chunk);
+    }
+}
+
+impl fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loan")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// A received message, read in place in the shared buffer. Dropping it
+/// releases the chunk.
+pub struct Message<'m> {
+    mailbox: &'m Mailbox,
+    chunk: ChunkRef,
+    ptr: *const u8,
+    len: usize,
+    sender: Address,
+}
+
+impl Message<'_> {
+    /// Who sent it; send a reply to this address.
+    pub fn sender(&self) -> Address {
+        self.sender
+    }
+}
+
+impl Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `accept` checked `len` against the chunk's capacity, and our
+        // holder bit keeps the chunk from being loaned again until we drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        self.mailbox.release(self.chunk);
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.len)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}

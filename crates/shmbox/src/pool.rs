@@ -1,0 +1,266 @@
+//! The chunk pool of one size class.
+//!
+//! The truth about a chunk is its **holders bitmask** (one bit per
+//! participant slot, in the chunk's header): zero means free. A loan claims
+//! a chunk with one compare-and-swap of its holders word from `0` to the
+//! loaner's bit, so ownership and allocation are the same atomic step and a
+//! process killed at any instant leaves every chunk either free or held by a
+//! bit that a sweep can clear.
+//!
+//! A per-class **free bitmap** (one bit per chunk, set = probably free) only
+//! tells loaners where to look. It is kept in this order:
+//!
+//! * claim: CAS holders `0 → bit`, then clear the bitmap bit;
+//! * release: clear the holder bit; if it was the last one, set the bitmap
+//!   bit, then wake loaners waiting for this class.
+//!
+//! The bitmap can therefore be stale in one direction only (a set bit for a
+//! held chunk, which a loaner skips after a failed CAS), and a chunk with
+//! holders `0` and a clear bitmap bit exists only inside a releaser's
+//! window; a sweep repairs both by setting the bit of every chunk whose
+//! holders are zero (setting a bit is idempotent).
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Access to the holders word of chunk `index`.
+pub(crate) trait Holders {
+    fn holders(&self, index: u32) -> &AtomicU64;
+}
+
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// Another holder remains.
+    Shared,
+    /// The caller was the last holder; the chunk is free again.
+    Freed,
+    /// The caller's bit was not set: the chunk was not the caller's.
+    NotHeld,
+}
+
+/// A view of one size class's pool.
+pub(crate) struct Pool<'a, H> {
+    bitmap: &'a [AtomicU64],
+    count: u32,
+    chunks: H,
+}
+
+impl<'a, H: Holders> Pool<'a, H> {
+    pub(crate) fn new(bitmap: &'a [AtomicU64], count: u32, chunks: H) -> Self {
+        debug_assert!(bitmap.len() == (count as usize).div_ceil(64));
+        Self {
+            bitmap,
+            count,
+            chunks,
+        }
+    }
+
+    /// Writes the initial state: every chunk free.
+    pub(crate) fn init(&self) {
+        for (w, word) in self.bitmap.iter().enumerate() {
+            let bits_here = (self.count as usize - w * 64).min(64);
+            let mask = if bits_here == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits_here) - 1
+            };
+            word.store(mask, Ordering::Relaxed);
+        }
+        for i in 0..self.count {
+            self.chunks.holders(i).store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Claims a free chunk for `bit`, looking first in bitmap word `hint`.
+    /// Returns the chunk's index and the word it was found in.
+    pub(crate) fn try_claim(&self, bit: u64, hint: usize) -> Option<(u32, usize)> {
+        let words = self.bitmap.len();
+        for k in 0..words {
+            let w = (hint + k) % words;
+            let mut candidates = self.bitmap[w].load(Ordering::Relaxed);
+            while candidates != 0 {
+                let b = candidates.trailing_zeros();
+                candidates &= !(1u64 << b);
+                let index = (w * 64) as u32 + b;
+                if index >= self.count {
+                    break; // garbage bits past the end
+                }
+                // SYNC POINT: acquire pairs with the release in `release`, so
+                // the previous holders' reads happen before our writes.
+                if self
+                    .chunks
+                    .holders(index)
+                    .compare_exchange(0, bit, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.bitmap[w].fetch_and(!(1u64 << b), Ordering::Relaxed);
+                    return Some((index, w));
+                }
+            }
+        }
+        None
+    }
+
+    /// Clears `bit` from chunk `index`'s holders; the last holder returns the
+    /// chunk to the bitmap. The caller then notifies waiting loaners when
+    /// this returns `Freed`.
+    pub(crate) fn release(&self, index: u32, bit: u64) -> Released {
+        debug_assert!(index < self.count);
+        // SYNC POINT: release pairs with the acquire of the next claim.
+        let prev = self.chunks.holders(index).fetch_and(!bit, Ordering::AcqRel);
+        if prev & bit == 0 {
+            Released::NotHeld
+        } else if prev == bit {
+            let w = index as usize / 64;
+            self.bitmap[w].fetch_or(1u64 << (index % 64), Ordering::Release);
+            Released::Freed
+        } else {
+            Released::Shared
+        }
+    }
+
+    /// Number of chunks whose holders word is zero (racy; for inspection).
+    pub(crate) fn free_count(&self) -> u32 {
+        (0..self.count)
+            .filter(|&i| self.chunks.holders(i).load(Ordering::Relaxed) == 0)
+            .count() as u32
+    }
+}
+
+#[cfg(all(test, not(shmbox_loom)))]
+mod tests {
+    use super::*;
+
+    struct Vec64(Vec<AtomicU64>);
+    impl Holders for &Vec64 {
+        fn holders(&self, index: u32) -> &AtomicU64 {
+            &self.0[index as usize]
+        }
+    }
+
+    fn pool_parts(count: u32) -> (Vec<AtomicU64>, Vec64) {
+        (
+            (0..(count as usize).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            Vec64((0..count).map(|_| AtomicU64::new(0)).collect()),
+        )
+    }
+
+    #[test]
+    fn claim_until_exhausted_then_release() {
+        let (bitmap, holders) = pool_parts(70);
+        let pool = Pool::new(&bitmap, 70, &holders);
+        pool.init();
+        let mut got: Vec<u32> = (0..70).map(|_| pool.try_claim(1, 0).unwrap().0).collect();
+        assert!(pool.try_claim(1, 0).is_none());
+        got.sort();
+        assert_eq!(got, (0..70).collect::<Vec<_>>());
+        assert_eq!(pool.free_count(), 0);
+        assert_eq!(pool.release(5, 2), Released::NotHeld);
+        assert_eq!(pool.release(5, 1), Released::Freed);
+        assert_eq!(pool.try_claim(4, 1).unwrap().0, 5);
+        holders.0[5].fetch_or(8, Ordering::Relaxed);
+        assert_eq!(pool.release(5, 4), Released::Shared);
+        assert_eq!(pool.release(5, 8), Released::Freed);
+        assert_eq!(pool.free_count(), 1);
+    }
+
+    #[test]
+    fn stale_bitmap_bits_are_skipped() {
+        let (bitmap, holders) = pool_parts(3);
+        let pool = Pool::new(&bitmap, 3, &holders);
+        pool.init();
+        holders.0[0].store(1, Ordering::Relaxed); // held, bit still set
+        bitmap[0].store(u64::MAX, Ordering::Relaxed); // garbage past the end too
+        let (i, _) = pool.try_claim(2, 0).unwrap();
+        assert_eq!(i, 1);
+    }
+}
+
+#[cfg(all(test, shmbox_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    struct Parts {
+        bitmap: Vec<AtomicU64>,
+        holders: Vec<AtomicU64>,
+    }
+    impl Holders for &Parts {
+        fn holders(&self, index: u32) -> &AtomicU64 {
+            &self.holders[index as usize]
+        }
+    }
+
+    fn parts(count: u32) -> Arc<Parts> {
+        let p = Arc::new(Parts {
+            bitmap: (0..1).map(|_| AtomicU64::new(0)).collect(),
+            holders: (0..count).map(|_| AtomicU64::new(0)).collect(),
+        });
+        Pool::new(&p.bitmap, count, &*p).init();
+        p
+    }
+
+    /// Two participants claim and release concurrently from a 2-chunk pool:
+    /// never the same chunk twice at once, and everything is free after.
+    #[test]
+    fn concurrent_claim_release() {
+        loom::model(|| {
+            let p = parts(2);
+            let threads: Vec<_> = (0..2u64)
+                .map(|t| {
+                    let p = p.clone();
+                    loom::thread::spawn(move || {
+                        let pool = Pool::new(&p.bitmap, 2, &*p);
+                        let bit = 1u64 << t;
+                        for _ in 0..2 {
+                            if let Some((i, _)) = pool.try_claim(bit, 0) {
+                                assert_eq!(p.holders[i as usize].load(Ordering::Relaxed), bit);
+                                assert_eq!(pool.release(i, bit), Released::Freed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let pool = Pool::new(&p.bitmap, 2, &*p);
+            assert_eq!(pool.free_count(), 2);
+            // Every free chunk is findable again.
+            assert!(pool.try_claim(1, 0).is_some());
+            assert!(pool.try_claim(1, 0).is_some());
+        });
+    }
+
+    /// A chunk shared by two holders is returned exactly once, by whichever
+    /// releases last, while a third party tries to claim it.
+    #[test]
+    fn last_holder_frees_once() {
+        loom::model(|| {
+            let p = parts(1);
+            let pool = Pool::new(&p.bitmap, 1, &*p);
+            let (i, _) = pool.try_claim(1, 0).unwrap();
+            p.holders[0].fetch_or(2, Ordering::Relaxed);
+            let p2 = p.clone();
+            let other = loom::thread::spawn(move || Pool::new(&p2.bitmap, 1, &*p2).release(i, 2));
+            let p3 = p.clone();
+            let claimer = loom::thread::spawn(move || {
+                Pool::new(&p3.bitmap, 1, &*p3)
+                    .try_claim(4, 0)
+                    .map(|(i, _)| i)
+            });
+            let mine = pool.release(i, 1);
+            let theirs = other.join().unwrap();
+            let claimed = claimer.join().unwrap();
+            let freed = [mine, theirs]
+                .iter()
+                .filter(|r| **r == Released::Freed)
+                .count();
+            assert_eq!(freed, 1);
+            let expect = if claimed.is_some() { 4 } else { 0 };
+            assert_eq!(p.holders[0].load(Ordering::Relaxed), expect);
+        });
+    }
+}

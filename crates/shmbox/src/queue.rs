@@ -1,0 +1,336 @@
+//! The offset queue: a bounded multi-producer, single-consumer queue of
+//! 32-bit values living in shared memory (a mailbox's message list).
+//!
+//! Each cell is one `AtomicU64` packing `stamp << 32 | value`. The stamp is
+//! the (truncated) queue position the cell is waiting for: a cell waiting to
+//! be filled at position `p` has stamp `p`; once filled it has stamp `p + 1`;
+//! once the consumer has taken it, stamp `p + capacity` (the position it
+//! serves in the next lap).
+//!
+//! A producer publishes by a single compare-and-swap on the cell (stamp `p`
+//! to `p + 1` with its value), *then* advances `tail`. Anyone who finds the
+//! cell at `tail` already filled advances `tail` for it. So a producer that
+//! dies at any instant leaves either nothing or a complete entry behind —
+//! never a hole that would block the consumer.
+//!
+//! The consumer owns `head`; it reads the cell at `head`, takes the value
+//! and re-arms the cell for the next lap with a release store. The 32-bit
+//! stamps wrap; they are compared for equality only.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
+#[inline]
+fn pack(stamp: u32, value: u32) -> u64 {
+    (u64::from(stamp) << 32) | u64::from(value)
+}
+
+#[inline]
+fn stamp_of(cell: u64) -> u32 {
+    (cell >> 32) as u32
+}
+
+/// A view of one queue: its indices and cells in (shared) memory.
+pub(crate) struct OffsetQueue<'a> {
+    /// Next position to fill; written by producers (own cache line).
+    tail: &'a AtomicU64,
+    /// Next position to take; written by the consumer only (own cache line).
+    head: &'a AtomicU64,
+    /// `capacity` cells, a power of two.
+    cells: &'a [AtomicU64],
+}
+
+impl<'a> OffsetQueue<'a> {
+    pub(crate) fn new(tail: &'a AtomicU64, head: &'a AtomicU64, cells: &'a [AtomicU64]) -> Self {
+        debug_assert!(cells.len().is_power_of_two() && cells.len() <= 1 << 30);
+        Self { tail, head, cells }
+    }
+
+    /// Writes the initial state: empty, every cell waiting for its first lap.
+    pub(crate) fn init(&self) {
+        for (i, cell) in self.cells.iter().enumerate() {
+            cell.store(pack(i as u32, 0), Ordering::Relaxed);
+        }
+        self.tail.store(0, Ordering::Relaxed);
+        self.head.store(0, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn cell(&self, pos: u64) -> &AtomicU64 {
+        &self.cells[(pos as usize) & (self.cells.len() - 1)]
+    }
+
+    /// Producer: appends `value`, or reports `Full`.
+    ///
+    /// Bounded: every retry follows progress by another producer or the
+    /// consumer, and a corrupt cell can make it report `Full` but not spin.
+    pub(crate) fn push(&self, value: u32) -> Result<(), Full> {
+        let cap = self.cells.len() as u32;
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        // Each retry re-reads `tail`; a hostile region could keep changing
+        // it, so give up (as full) after a generous bound.
+        for _ in 0..(4 * cap as usize + 64) {
+            let cell = self.cell(tail);
+            let current = cell.load(Ordering::Acquire);
+            let stamp = stamp_of(current);
+            let pos = tail as u32;
+            if stamp == pos {
+                // SYNC POINT: the release half publishes the chunk's header
+                // and payload; pairs with the acquire load in `pop`.
+                if cell
+                    .compare_exchange(
+                        current,
+                        pack(pos.wrapping_add(1), value),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    let _ = self.tail.compare_exchange(
+                        tail,
+                        tail.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    return Ok(());
+                }
+            } else if stamp == pos.wrapping_add(1) {
+                // Filled by another producer that has not advanced `tail` yet.
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    tail.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else if stamp == pos.wrapping_sub(cap).wrapping_add(1) {
+                // Still holds the entry of the previous lap: full, unless
+                // our `tail` is stale.
+                let now = self.tail.load(Ordering::Relaxed);
+                if now == tail {
+                    return Err(Full);
+                }
+                tail = now;
+                continue;
+            }
+            tail = self.tail.load(Ordering::Relaxed);
+            crate::sync::spin_hint();
+        }
+        Err(Full)
+    }
+
+    /// Consumer: takes the next value, if one is published.
+    ///
+    /// Only one thread may call `pop` on a queue at a time.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<u32> {
+        let head = self.head.load(Ordering::Relaxed);
+        let cell = self.cell(head);
+        // SYNC POINT: pairs with the release half of the CAS in `push`.
+        let current = cell.load(Ordering::Acquire);
+        if stamp_of(current) != (head as u32).wrapping_add(1) {
+            return None;
+        }
+        let cap = self.cells.len() as u32;
+        // SYNC POINT: re-arming releases the cell to producers of the next
+        // lap; pairs with their acquire load.
+        cell.store(pack((head as u32).wrapping_add(cap), 0), Ordering::Release);
+        self.head.store(head.wrapping_add(1), Ordering::Release);
+        Some(current as u32)
+    }
+
+    /// Whether `pop` would return a value now.
+    #[inline]
+    pub(crate) fn is_ready(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        stamp_of(self.cell(head).load(Ordering::Acquire)) == (head as u32).wrapping_add(1)
+    }
+
+    /// Entries published and not yet taken (racy; for inspection).
+    pub(crate) fn len(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        tail.saturating_sub(head).min(self.cells.len() as u64)
+    }
+}
+
+#[cfg(all(test, not(shmbox_loom)))]
+mod tests {
+    use super::*;
+
+    fn queue(cap: usize) -> (AtomicU64, AtomicU64, Vec<AtomicU64>) {
+        (
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        )
+    }
+
+    #[test]
+    fn fifo_full_and_wraparound() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        for lap in 0..10u32 {
+            for i in 0..4 {
+                q.push(lap * 10 + i + 1).unwrap();
+            }
+            assert_eq!(q.push(99), Err(Full));
+            assert_eq!(q.len(), 4);
+            for i in 0..4 {
+                assert_eq!(q.pop(), Some(lap * 10 + i + 1));
+            }
+            assert_eq!(q.pop(), None);
+        }
+    }
+
+    #[test]
+    fn stamps_wrap_around_u32() {
+        let (t, h, c) = queue(2);
+        let q = OffsetQueue::new(&t, &h, &c);
+        let start = u64::from(u32::MAX) - 3;
+        for (i, cell) in c.iter().enumerate() {
+            let pos = start + ((i as u64).wrapping_sub(start) & 1);
+            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
+        }
+        t.store(start, Ordering::Relaxed);
+        h.store(start, Ordering::Relaxed);
+        for v in 1..=20 {
+            q.push(v).unwrap();
+            assert_eq!(q.pop(), Some(v));
+        }
+    }
+
+    #[test]
+    fn garbage_cells_do_not_hang_push() {
+        let (t, h, c) = queue(8);
+        let q = OffsetQueue::new(&t, &h, &c);
+        for cell in &c {
+            cell.store(0xdead_beef_dead_beef, Ordering::Relaxed);
+        }
+        t.store(12345, Ordering::Relaxed);
+        assert_eq!(q.push(1), Err(Full));
+        assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn mpsc_threads_lose_nothing() {
+        let (t, h, c) = queue(16);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        const PER: u32 = 20_000;
+        let seen = std::thread::scope(|s| {
+            for p in 0..3u32 {
+                let q = &q;
+                s.spawn(move || {
+                    for i in 0..PER {
+                        let v = p * PER + i + 1;
+                        while q.push(v).is_err() {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            let mut last = [0u32; 3];
+            let mut n = 0;
+            while n < 3 * PER {
+                if let Some(v) = q.pop() {
+                    let p = ((v - 1) / PER) as usize;
+                    assert!(v > last[p], "per-producer order broken");
+                    last[p] = v;
+                    n += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            n
+        });
+        assert_eq!(seen, 3 * PER);
+        assert_eq!(q.pop(), None);
+    }
+}
+
+#[cfg(all(test, shmbox_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    struct Q {
+        tail: AtomicU64,
+        head: AtomicU64,
+        cells: Vec<AtomicU64>,
+    }
+
+    fn new_q(cap: usize) -> Arc<Q> {
+        let q = Q {
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            cells: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        };
+        OffsetQueue::new(&q.tail, &q.head, &q.cells).init();
+        Arc::new(q)
+    }
+
+    /// Two producers and a consumer on a 2-cell queue: every pushed value
+    /// is popped exactly once, `Full` only when it really was full.
+    #[test]
+    fn two_producers_one_consumer() {
+        loom::model(|| {
+            let q = new_q(2);
+            let producers: Vec<_> = (0..2u32)
+                .map(|p| {
+                    let q = q.clone();
+                    loom::thread::spawn(move || {
+                        let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+                        view.push(p + 1).is_ok()
+                    })
+                })
+                .collect();
+            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+            let mut got = Vec::new();
+            if let Some(v) = view.pop() {
+                got.push(v);
+            }
+            let pushed: u32 = producers
+                .into_iter()
+                .map(|h| u32::from(h.join().unwrap()))
+                .sum();
+            while let Some(v) = view.pop() {
+                got.push(v);
+            }
+            got.sort();
+            got.dedup();
+            // Capacity 2 and at most 2 pushes: both must succeed.
+            assert_eq!(pushed, 2);
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    /// A full queue: a producer racing the consumer either gets `Full` and
+    /// its value is absent, or succeeds and the value is delivered.
+    #[test]
+    fn full_queue_race() {
+        loom::model(|| {
+            let q = new_q(2);
+            {
+                let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+                view.push(1).unwrap();
+                view.push(2).unwrap();
+            }
+            let q2 = q.clone();
+            let producer = loom::thread::spawn(move || {
+                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells)
+                    .push(3)
+                    .is_ok()
+            });
+            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+            assert_eq!(view.pop(), Some(1));
+            let ok = producer.join().unwrap();
+            assert_eq!(view.pop(), Some(2));
+            assert_eq!(view.pop(), if ok { Some(3) } else { None });
+            assert_eq!(view.pop(), None);
+        });
+    }
+}

@@ -1,0 +1,19 @@
+//! The one door to atomics for the core algorithms.
+//!
+//! Normal builds use `std::sync::atomic`; `--cfg shmbox_loom` switches to
+//! `loom` so the lock-free algorithms in `queue`, `pool` and `notify` can be
+//! model-checked. Nothing in the core names `std::sync::atomic` directly.
+
+#[cfg(shmbox_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(shmbox_loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// One step of a busy-wait: `PAUSE` on the CPU, a yield under loom.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(shmbox_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(shmbox_loom))]
+    core::hint::spin_loop();
+}

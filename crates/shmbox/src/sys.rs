@@ -1,0 +1,162 @@
+//! The operating-system layer: POSIX shared memory, `mmap`, `fallocate`,
+//! futexes. Thin wrappers over `rustix`; each names the C call it makes.
+
+use crate::notify::Futex;
+use crate::sync::AtomicU32;
+use rustix::fd::OwnedFd;
+use rustix::fs::Mode;
+use rustix::io::Errno;
+use rustix::shm;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+/// Prefix of every shmbox object name in `/dev/shm`.
+pub(crate) const OBJECT_PREFIX: &str = "shmbox.";
+
+/// The POSIX shared-memory object name for a region name.
+pub(crate) fn object_name(name: &str) -> String {
+    format!("/{OBJECT_PREFIX}{name}")
+}
+
+/// `shm_open(name, O_RDWR | O_CREAT | O_EXCL, mode)` followed by
+/// `fchmod(fd, mode)` so the umask cannot narrow the mode.
+///
+/// See [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html).
+pub(crate) fn shm_create_exclusive(object: &str, mode: u32) -> Result<OwnedFd, Errno> {
+    let fd = shm::open(
+        object,
+        shm::OFlags::RDWR | shm::OFlags::CREATE | shm::OFlags::EXCL,
+        Mode::from_raw_mode(mode),
+    )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    Ok(fd)
+}
+
+/// `shm_open(name, O_RDWR, 0)`.
+pub(crate) fn shm_open_existing(object: &str) -> Result<OwnedFd, Errno> {
+    shm::open(object, shm::OFlags::RDWR, Mode::empty())
+}
+
+/// `shm_unlink(name)`.
+///
+/// See [`shm_unlink(3)`](https://man7.org/linux/man-pages/man3/shm_unlink.3.html).
+pub(crate) fn shm_unlink(object: &str) -> Result<(), Errno> {
+    shm::unlink(object)
+}
+
+/// `fallocate(fd, 0, 0, len)`: reserves the pages now, so a full `/dev/shm`
+/// fails here (`ENOSPC`) instead of raising `SIGBUS` on first touch.
+///
+/// See [`fallocate(2)`](https://man7.org/linux/man-pages/man2/fallocate.2.html).
+pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)
+}
+
+/// `fstat(fd).st_size`.
+pub(crate) fn file_size(fd: &OwnedFd) -> Result<u64, Errno> {
+    Ok(rustix::fs::fstat(fd)?.st_size as u64)
+}
+
+/// Free bytes on the filesystem holding `fd` (`fstatvfs`), for error messages.
+pub(crate) fn free_bytes(fd: &OwnedFd) -> Option<u64> {
+    let s = rustix::fs::fstatvfs(fd).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// A shared, read-write mapping of a whole file; unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all access to it goes through
+// atomics or through loans whose exclusivity the pool guarantees.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`.
+    ///
+    /// See [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html).
+    pub(crate) fn map(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
+        debug_assert!(len > 0);
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a fresh mapping at an address the kernel picks; it aliases
+        // no Rust object.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::NOMEM)?;
+        Ok(Self { ptr, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping we created and nobody uses
+        // any more (every borrower holds the owning `Arc`).
+        let r = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert!(r.is_ok(), "munmap failed: {r:?}");
+    }
+}
+
+/// Shared (not `FUTEX_PRIVATE_FLAG`) futex calls, valid across processes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SharedFutex;
+
+impl Futex for SharedFutex {
+    /// `futex(word, FUTEX_WAIT, expected, timeout)`.
+    ///
+    /// See [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html).
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()) as _,
+        });
+        let r = rustix::thread::futex::wait(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            expected,
+            ts.as_ref(),
+        );
+        debug_assert!(
+            matches!(
+                r,
+                Ok(()) | Err(Errno::AGAIN | Errno::INTR | Errno::TIMEDOUT)
+            ),
+            "unexpected futex wait result {r:?}"
+        );
+    }
+
+    /// `futex(word, FUTEX_WAKE, count)`.
+    fn wake(&self, word: &AtomicU32, count: u32) {
+        let r = rustix::thread::futex::wake(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            count.min(i32::MAX as u32),
+        );
+        debug_assert!(r.is_ok(), "unexpected futex wake result {r:?}");
+    }
+}
+
+/// Pid of the calling process (shown for information only; never trusted
+/// for liveness).
+pub(crate) fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
