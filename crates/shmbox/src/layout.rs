@@ -707,7 +707,8 @@ mod tests {
 
     #[test]
     fn inconsistent_sizes_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut HeaderInfo)>)> = vec![
+        type Patch = Box<dyn Fn(&mut HeaderInfo)>;
+        let cases: Vec<(&str, Patch)> = vec![
             ("offset", Box::new(|i| i.chunks_offset[1] += 64)),
             ("stride", Box::new(|i| i.chunk_stride[0] = 64)),
             ("total", Box::new(|i| i.total_size *= 2)),

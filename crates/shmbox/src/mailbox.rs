@@ -331,7 +331,10 @@ impl Mailbox {
             "loan sent from another mailbox"
         );
         match loan.mailbox.deliver(&loan, to) {
-            Ok(()) => Ok(loan.consume()),
+            Ok(()) => {
+                loan.consume();
+                Ok(())
+            }
             Err(Undelivered::Full) => Err(TrySendError::Full(loan)),
             Err(Undelivered::Disconnected) => Err(TrySendError::Disconnected(loan)),
         }
@@ -344,7 +347,10 @@ impl Mailbox {
             "loan sent from another mailbox"
         );
         match loan.mailbox.send_wait(&loan, to, None) {
-            Ok(()) => Ok(loan.consume()),
+            Ok(()) => {
+                loan.consume();
+                Ok(())
+            }
             // Without a timeout the wait only ends in success or disconnection.
             Err(_) => Err(SendError::Disconnected(loan)),
         }
@@ -362,7 +368,10 @@ impl Mailbox {
             "loan sent from another mailbox"
         );
         match loan.mailbox.send_wait(&loan, to, Some(timeout)) {
-            Ok(()) => Ok(loan.consume()),
+            Ok(()) => {
+                loan.consume();
+                Ok(())
+            }
             Err(Undelivered::Full) => Err(SendTimeoutError::Timeout(loan)),
             Err(Undelivered::Disconnected) => Err(SendTimeoutError::Disconnected(loan)),
         }
@@ -459,25 +468,23 @@ impl Mailbox {
                 _ => Err(RecvTimeoutError::Timeout),
             },
         };
-        let spin_for = match self.strategy.get() {
-            WaitStrategy::Spin => None,
-            WaitStrategy::Adaptive => Some(ADAPTIVE_SPIN),
-            WaitStrategy::Park => Some(Duration::ZERO),
-        };
-        let mut spins = 0u32;
+        let strategy = self.strategy.get();
+        let mut polls = 0u32;
         loop {
             match self.try_recv() {
                 Ok(msg) => return Ok(msg),
                 Err(TryRecvError::Corrupt(c)) => return Err(c.into()),
                 Err(TryRecvError::Empty) => {}
             }
-            spins = spins.wrapping_add(1);
-            let spinning = match spin_for {
-                None => true,
-                Some(window) => spins < 64 || start.elapsed() < window,
+            polls = polls.wrapping_add(1);
+            // The clock is read once every 64 polls, not on every one.
+            let spinning = match strategy {
+                WaitStrategy::Spin => true,
+                WaitStrategy::Park => false,
+                WaitStrategy::Adaptive => polls % 64 != 0 || start.elapsed() < ADAPTIVE_SPIN,
             };
             if spinning {
-                if spins % 256 == 0 {
+                if polls % 256 == 0 {
                     remaining()?;
                 }
                 spin_hint();

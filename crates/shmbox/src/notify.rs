@@ -113,7 +113,9 @@ impl<'a> EventCount<'a> {
             self.waiters.fetch_add(1, Ordering::Relaxed);
             // SYNC POINT: pairs with the fence in `notify`.
             fence(Ordering::SeqCst);
-            let seq = self.seq.load(Ordering::Relaxed);
+            // SYNC POINT: acquire pairs with the release bump in `notify`, so
+            // a waiter that sees a new `seq` also sees the progress behind it.
+            let seq = self.seq.load(Ordering::Acquire);
             let got = ready();
             if got.is_none() {
                 futex.wait(self.seq, seq, remaining);
@@ -132,7 +134,7 @@ impl<'a> EventCount<'a> {
         // SYNC POINT: pairs with the fence in `wait_until`.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.seq.fetch_add(1, Ordering::Relaxed);
+            self.seq.fetch_add(1, Ordering::Release);
             futex.wake(self.seq, u32::MAX);
         }
     }

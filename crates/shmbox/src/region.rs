@@ -20,6 +20,7 @@ pub(crate) struct Shared {
     pub(crate) mapped: Mapped,
     pub(crate) futex: SharedFutex,
     name: Option<String>,
+    created: bool,
 }
 
 /// A message region: a named POSIX shared-memory object (or, for tests and
@@ -125,7 +126,7 @@ impl Region {
             })
         })?;
         let mapped = layout::create_in(Backing::Shm(map), layout);
-        Ok(Region::from_mapped(mapped, Some(name.into())))
+        Ok(Region::from_mapped(mapped, Some(name.into()), true))
     }
 
     /// Attaches to the existing region `name`, taking its config from the
@@ -212,6 +213,7 @@ impl Region {
             return Ok(Region::from_mapped(
                 Mapped::new(backing, layout),
                 Some(name.into()),
+                false,
             ));
         }
     }
@@ -268,17 +270,26 @@ impl Region {
         Ok(Region::from_mapped(
             layout::create_in(backing, layout),
             None,
+            true,
         ))
     }
 
-    fn from_mapped(mapped: Mapped, name: Option<String>) -> Region {
+    fn from_mapped(mapped: Mapped, name: Option<String>, created: bool) -> Region {
         Region {
             shared: Arc::new(Shared {
                 mapped,
                 futex: SharedFutex,
                 name,
+                created,
             }),
         }
+    }
+
+    /// Whether this handle created the region (as opposed to attaching to
+    /// an existing one), e.g. to tell which of many `open_or_create`
+    /// callers won.
+    pub fn created(&self) -> bool {
+        self.shared.created
     }
 
     pub(crate) fn mapped(&self) -> &Mapped {

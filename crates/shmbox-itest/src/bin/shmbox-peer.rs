@@ -1,0 +1,158 @@
+//! The peer program the multi-process tests spawn.
+//!
+//! ```text
+//! shmbox-peer recv REGION NAME SENDERS PER_SENDER STRATEGY
+//! shmbox-peer send REGION NAME TO SENDER_ID COUNT
+//! shmbox-peer race REGION INDEX START_UNIX_NS
+//! ```
+//!
+//! Each prints one line starting with `ok` or `FAIL` and exits 0 or 1.
+
+use shmbox::{Config, Region, SizeClass, WaitStrategy};
+use shmbox_itest::{fill, message_len, verify};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a peer waits for a message or for its counterpart before it
+/// gives up (the test's watchdog is the outer bound).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("recv") if args.len() == 6 => {
+            receive(&args[1], &args[2], num(&args[3]), num(&args[4]), &args[5])
+        }
+        Some("send") if args.len() == 6 => send(
+            &args[1],
+            &args[2],
+            &args[3],
+            num(&args[4]) as u32,
+            num(&args[5]),
+        ),
+        Some("race") if args.len() == 4 => race(&args[1], num(&args[2]) as u32, num(&args[3])),
+        _ => Err(format!("bad arguments: {args:?}")),
+    };
+    match result {
+        Ok(line) => println!("ok {line}"),
+        Err(e) => {
+            println!("FAIL {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn num(s: &str) -> u64 {
+    s.parse().unwrap_or_else(|_| panic!("not a number: {s}"))
+}
+
+fn strategy(s: &str) -> Result<WaitStrategy, String> {
+    match s {
+        "spin" => Ok(WaitStrategy::Spin),
+        "park" => Ok(WaitStrategy::Park),
+        "adaptive" => Ok(WaitStrategy::Adaptive),
+        _ => Err(format!("unknown strategy {s}")),
+    }
+}
+
+fn class_sizes(region: &Region) -> Vec<u64> {
+    region.config().classes().iter().map(|c| c.size).collect()
+}
+
+/// Receives `senders * per_sender` messages, checking every checksum and
+/// that each sender's sequence numbers arrive exactly once, in order.
+fn receive(
+    region: &str,
+    name: &str,
+    senders: u64,
+    per_sender: u64,
+    strat: &str,
+) -> Result<String, String> {
+    let region = Region::open(region).map_err(|e| e.to_string())?;
+    let me = region
+        .join_with(name, strategy(strat)?)
+        .map_err(|e| e.to_string())?;
+    let classes = class_sizes(&region);
+    let mut next = vec![0u64; senders as usize];
+    let total = senders * per_sender;
+    let mut bytes = 0u64;
+    let mut started = None;
+    for _ in 0..total {
+        let msg = me.recv_timeout(PATIENCE).map_err(|e| e.to_string())?;
+        started.get_or_insert_with(Instant::now);
+        let (sender, seq) = verify(&msg)?;
+        let expected = next
+            .get_mut(sender as usize)
+            .ok_or(format!("unknown sender {sender}"))?;
+        if seq != *expected {
+            return Err(format!(
+                "sender {sender}: got seq {seq}, expected {expected}"
+            ));
+        }
+        if msg.len() != message_len(sender, seq, &classes) {
+            return Err(format!(
+                "sender {sender} seq {seq}: wrong length {}",
+                msg.len()
+            ));
+        }
+        *expected += 1;
+        bytes += msg.len() as u64;
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64()).max(1e-9);
+    if let Ok(extra) = me.try_recv() {
+        return Err(format!("unexpected extra message of {} bytes", extra.len()));
+    }
+    Ok(format!(
+        "received={total} bytes={bytes} secs={secs:.3} msgs_per_sec={:.0}",
+        total as f64 / secs
+    ))
+}
+
+/// Sends `count` messages of varied sizes to participant `to`.
+fn send(region: &str, name: &str, to: &str, id: u32, count: u64) -> Result<String, String> {
+    let region = Region::open(region).map_err(|e| e.to_string())?;
+    let me = region.join(name).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + PATIENCE;
+    let dest = loop {
+        match region.address(to) {
+            Ok(a) => break a,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let classes = class_sizes(&region);
+    for seq in 0..count {
+        let len = message_len(id, seq, &classes);
+        let mut loan = me.loan_timeout(len, PATIENCE).map_err(|e| e.to_string())?;
+        fill(&mut loan, id, seq);
+        me.send_timeout(loan, &dest, PATIENCE)
+            .map_err(|e| format!("seq {seq}: {e}"))?;
+    }
+    Ok(format!("sent={count}"))
+}
+
+/// Races `open_or_create` against the other racers at `start_ns`; each
+/// asks for a different mailbox capacity, so the config it reports shows
+/// whose config the region has.
+fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
+    let config = Config::default()
+        .with_classes(&[SizeClass::new(64, 64)])
+        .with_max_participants(16)
+        .with_mailbox_capacity(2 << index);
+    while (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64)
+        < start_ns
+    {
+        std::hint::spin_loop();
+    }
+    let r = Region::open_or_create(region, &config).map_err(|e| e.to_string())?;
+    let _me = r
+        .join(&format!("racer-{index}"))
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} capacity={}",
+        if r.created() { "created" } else { "opened" },
+        r.config().mailbox_capacity()
+    ))
+}

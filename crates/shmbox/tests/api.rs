@@ -1,0 +1,532 @@
+//! Behaviour of the public API on named regions, with threads standing in
+//! for processes where a test needs concurrency. Each test uses a unique
+//! region name that it removes, and blocking tests run under a watchdog.
+
+use shmbox::{
+    Config, CreateError, JoinError, LoanError, LookupError, OpenError, RecvTimeoutError, Region,
+    SendCopyError, SendTimeoutError, SizeClass, TryLoanError, TryRecvError, TrySendError,
+    WaitStrategy,
+};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A region name unique to this test run; removed on drop.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Name(format!("api-{tag}-{}-{nanos}", std::process::id()))
+    }
+    fn path(&self) -> String {
+        format!("/dev/shm/shmbox.{}", self.0)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Region::remove(&self.0);
+    }
+}
+
+/// Aborts the whole test process if the guard lives longer than `limit`:
+/// a deadlock fails the run instead of hanging it.
+struct Watchdog {
+    _done: mpsc::Sender<()>,
+}
+
+fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            // Written past the test harness's output capture, which an abort
+            // would swallow.
+            let msg = format!("watchdog: {what} still running after {limit:?}; aborting\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
+            std::process::abort();
+        }
+    });
+    Watchdog { _done: tx }
+}
+
+fn small() -> Config {
+    Config::default()
+        .with_classes(&[SizeClass::new(64, 2), SizeClass::new(1024, 4)])
+        .with_max_participants(4)
+        .with_mailbox_capacity(2)
+}
+
+fn assert_pool_full(region: &Region) {
+    for class in region.pool_usage() {
+        assert_eq!(
+            class.free, class.count,
+            "size class {} leaked chunks",
+            class.size
+        );
+    }
+}
+
+#[test]
+fn open_takes_the_config_from_the_header() {
+    let name = Name::new("cfg");
+    let created = Region::create(&name.0, &small()).unwrap();
+    assert!(created.created());
+    let opened = Region::open(&name.0).unwrap();
+    assert!(!opened.created());
+    assert_eq!(opened.config(), &small());
+    let other = Region::open_or_create(&name.0, &Config::default()).unwrap();
+    assert_eq!(other.config(), &small(), "attacher used its own config");
+    assert!(matches!(
+        Region::create(&name.0, &small()),
+        Err(CreateError::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn regions_are_private_unless_asked() {
+    let name = Name::new("mode");
+    let _r = Region::create(&name.0, &small()).unwrap();
+    let mode = std::fs::metadata(name.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let group = Name::new("mode-group");
+    let _g = Region::create(&group.0, &small().with_mode(0o660)).unwrap();
+    let mode = std::fs::metadata(group.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+    let err = Region::create(&Name::new("mode-bad").0, &small().with_mode(0o777)).unwrap_err();
+    assert!(err.to_string().contains("mode must"), "{err}");
+}
+
+#[test]
+fn messages_travel_between_participants() {
+    let name = Name::new("basic");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let a = region.join("a").unwrap();
+    let b = region.join("b").unwrap();
+    let to_b = region.address("b").unwrap();
+    assert_eq!(to_b, b.address());
+    let mut loan = a.loan(10).unwrap();
+    assert_eq!(loan.capacity(), 64);
+    assert_eq!(
+        loan.as_ptr() as usize % 64,
+        0,
+        "payloads are 64-byte aligned"
+    );
+    loan.copy_from_slice(b"0123456789");
+    loan.truncate(4);
+    a.send(loan, &to_b).unwrap();
+    let msg = b.recv().unwrap();
+    assert_eq!(&*msg, b"0123");
+    assert_eq!(msg.sender(), a.address());
+    b.send_copy(&[7u8; 100], &msg.sender()).unwrap();
+    drop(msg);
+    let reply = a.recv().unwrap();
+    assert_eq!(reply.len(), 100);
+    assert!(reply.iter().all(|&x| x == 7));
+    drop(reply);
+    let names: Vec<_> = region.participants().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_pool_full(&region);
+}
+
+#[test]
+fn full_mailbox_hands_the_loan_back() {
+    let name = Name::new("full");
+    let config = small().with_classes(&[SizeClass::new(64, 8)]);
+    let region = Region::create(&name.0, &config).unwrap();
+    let a = region.join("a").unwrap();
+    let b = region.join("b").unwrap();
+    for i in 0..2u8 {
+        a.send_copy(&[i], &b.address()).unwrap();
+    }
+    let mut loan = a.try_loan(3).unwrap();
+    loan.copy_from_slice(b"xyz");
+    let loan = match a.try_send(loan, &b.address()) {
+        Err(TrySendError::Full(loan)) => loan,
+        other => panic!("expected Full, got {other:?}"),
+    };
+    assert_eq!(&*loan, b"xyz", "the returned loan keeps its contents");
+    assert_eq!(b.pending(), 2);
+    assert_eq!(&*b.try_recv().unwrap(), [0]);
+    a.try_send(loan, &b.address()).unwrap();
+    assert_eq!(&*b.try_recv().unwrap(), [1]);
+    assert_eq!(&*b.try_recv().unwrap(), b"xyz");
+    assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
+    assert_pool_full(&region);
+}
+
+#[test]
+fn send_timeout_is_honoured_and_send_wakes_on_room() {
+    let _w = watchdog("send_timeout", Duration::from_secs(30));
+    let name = Name::new("sendwait");
+    let config = small().with_classes(&[SizeClass::new(64, 8)]);
+    let region = Region::create(&name.0, &config).unwrap();
+    let b = region.join("b").unwrap();
+    let to = b.address();
+    let (timed_out_tx, timed_out_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let region = &region;
+        let sender = s.spawn(move || {
+            let a = region.join("a").unwrap();
+            a.send_copy(b"1", &to).unwrap();
+            a.send_copy(b"2", &to).unwrap();
+            let started = Instant::now();
+            let loan = a.loan(1).unwrap();
+            match a.send_timeout(loan, &to, Duration::from_millis(50)) {
+                Err(SendTimeoutError::Timeout(_)) => {}
+                other => panic!("expected Timeout, got {other:?}"),
+            }
+            assert!(started.elapsed() >= Duration::from_millis(50));
+            timed_out_tx.send(()).unwrap();
+            a.send_copy(b"3", &to).unwrap(); // blocks until b makes room
+        });
+        timed_out_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(&*b.recv().unwrap(), b"1");
+        sender.join().unwrap();
+    });
+    assert_eq!(&*b.recv().unwrap(), b"2");
+    assert_eq!(&*b.recv().unwrap(), b"3");
+    assert_pool_full(&region);
+}
+
+#[test]
+fn exhausted_pool_then_loan_wakes_on_release() {
+    let _w = watchdog("exhausted pool", Duration::from_secs(30));
+    let name = Name::new("exhaust");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let me = region.join("me").unwrap();
+    let (held_tx, held_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let region = &region;
+        s.spawn(move || {
+            let holder = region.join("holder").unwrap();
+            let first = holder.loan(64).unwrap();
+            let second = holder.loan(64).unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(first);
+            std::thread::sleep(Duration::from_millis(100));
+            drop(second);
+        });
+        held_rx.recv().unwrap();
+        let err = me.try_loan(10).unwrap_err();
+        assert_eq!(err, TryLoanError::Exhausted { class_size: 64 });
+        assert!(err.to_string().contains("64-byte size class"), "{err}");
+        // A bigger class is unaffected.
+        assert_eq!(me.try_loan(100).unwrap().capacity(), 1024);
+        // Each blocking loan wakes when the holder drops a chunk.
+        let one = me.loan(10).unwrap();
+        let two = me.loan(10).unwrap();
+        drop((one, two));
+    });
+    assert_pool_full(&region);
+}
+
+#[test]
+fn loan_timeout_is_honoured() {
+    let name = Name::new("loanwait");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let me = region.join("me").unwrap();
+    let _hold = (me.loan(1).unwrap(), me.loan(1).unwrap());
+    let started = Instant::now();
+    let err = me.loan_timeout(1, Duration::from_millis(50)).unwrap_err();
+    assert_eq!(err, LoanError::Timeout { class_size: 64 });
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn blocking_recv_in_park_mode_is_woken_by_a_send() {
+    let _w = watchdog("park recv", Duration::from_secs(30));
+    let name = Name::new("park");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let region = &region;
+        let receiver = s.spawn(move || {
+            let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
+            ready_tx.send(rx.address()).unwrap();
+            let msg = rx.recv().unwrap();
+            msg.to_vec()
+        });
+        let to = ready_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100)); // let it park
+        let tx = region.join("tx").unwrap();
+        tx.send_copy(b"wake up", &to).unwrap();
+        assert_eq!(receiver.join().unwrap(), b"wake up");
+    });
+}
+
+#[test]
+fn recv_timeout_is_honoured_for_every_strategy() {
+    let name = Name::new("recvwait");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let me = region.join("me").unwrap();
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Park,
+    ] {
+        me.set_wait_strategy(strategy);
+        let started = Instant::now();
+        let err = me.recv_timeout(Duration::from_millis(30)).unwrap_err();
+        assert_eq!(err, RecvTimeoutError::Timeout);
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "{strategy:?}"
+        );
+    }
+}
+
+#[test]
+fn too_large_messages_are_refused_with_the_limit() {
+    let name = Name::new("large");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let me = region.join("me").unwrap();
+    assert_eq!(
+        me.try_loan(1025).unwrap_err(),
+        TryLoanError::TooLarge {
+            requested: 1025,
+            max: 1024
+        }
+    );
+    assert_eq!(
+        me.loan(5000).unwrap_err(),
+        LoanError::TooLarge {
+            requested: 5000,
+            max: 1024
+        }
+    );
+    let err = me.send_copy(&[0; 2000], &me.address()).unwrap_err();
+    assert_eq!(
+        err,
+        SendCopyError::TooLarge {
+            requested: 2000,
+            max: 1024
+        }
+    );
+    assert!(
+        err.to_string().contains("largest size class (1024 bytes)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_names_are_refused_with_what_is_allowed() {
+    let long = "n".repeat(65);
+    for bad in ["", "a/b", "..", ".x", "a b", long.as_str()] {
+        let err = Region::create(bad, &small()).unwrap_err();
+        assert!(matches!(err, CreateError::InvalidName(_)), "{bad:?}: {err}");
+        assert!(matches!(Region::open(bad), Err(OpenError::InvalidName(_))));
+    }
+    let msg = Region::open("a/b").unwrap_err().to_string();
+    assert!(msg.contains("A-Z a-z 0-9 _ - ."), "{msg}");
+    let region = Region::in_process(&small()).unwrap();
+    assert!(matches!(region.join("x/y"), Err(JoinError::InvalidName(_))));
+    assert!(matches!(
+        region.address(""),
+        Err(LookupError::InvalidName(_))
+    ));
+}
+
+#[test]
+fn foreign_and_mismatching_objects_are_refused() {
+    let name = Name::new("foreign");
+    std::fs::write(name.path(), vec![0xabu8; 8192]).unwrap();
+    let err = Region::open(&name.0).unwrap_err();
+    assert!(matches!(err, OpenError::NotShmbox { .. }), "{err}");
+    assert!(err.to_string().contains("is not a shmbox region"), "{err}");
+
+    let short = Name::new("short");
+    std::fs::write(short.path(), b"tiny").unwrap();
+    assert!(matches!(
+        Region::open(&short.0),
+        Err(OpenError::NotShmbox { .. })
+    ));
+
+    let versioned = Name::new("version");
+    drop(Region::create(&versioned.0, &small()).unwrap());
+    let mut bytes = std::fs::read(versioned.path()).unwrap();
+    bytes[8] = 99;
+    std::fs::write(versioned.path(), &bytes).unwrap();
+    let err = Region::open(&versioned.0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::Version {
+                found: 99,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let truncated = Name::new("truncated");
+    drop(Region::create(&truncated.0, &small()).unwrap());
+    let bytes = std::fs::read(truncated.path()).unwrap();
+    std::fs::write(truncated.path(), &bytes[..bytes.len() - 4096]).unwrap();
+    let err = Region::open(&truncated.0).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+
+    let absent = Name::new("absent");
+    assert!(matches!(
+        Region::open(&absent.0),
+        Err(OpenError::NotFound { .. })
+    ));
+}
+
+/// Total size of the filesystem behind /dev/shm.
+fn dev_shm_size() -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=size", "/dev/shm"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_region_larger_than_dev_shm_fails_cleanly() {
+    let name = Name::new("nospace");
+    let chunk = 1u64 << 30;
+    let count = (dev_shm_size() / chunk + 2) as u32;
+    let config = Config::default().with_classes(&[SizeClass::new(chunk, count)]);
+    match Region::create(&name.0, &config) {
+        Err(e @ CreateError::NoSpace { .. }) => {
+            let CreateError::NoSpace { needed, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(needed, config.total_size());
+            assert!(
+                e.to_string().contains(&format!("needs {needed} bytes")),
+                "{e}"
+            );
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(
+        !std::path::Path::new(&name.path()).exists(),
+        "failed create left its object behind"
+    );
+}
+
+#[test]
+fn stale_addresses_are_refused_not_misdelivered() {
+    let region = Region::in_process(&small()).unwrap();
+    let a = region.join("a").unwrap();
+    let old = region.join("b").unwrap().address(); // joins and leaves at once
+    let b2 = region.join("b").unwrap();
+    assert_eq!(b2.address().slot(), old.slot(), "slot reused");
+    assert_ne!(b2.address().generation(), old.generation());
+    let loan = a.loan(1).unwrap();
+    assert!(matches!(
+        a.try_send(loan, &old),
+        Err(TrySendError::Disconnected(_))
+    ));
+    assert_eq!(a.send_copy(b"x", &old), Err(SendCopyError::Disconnected));
+    assert!(matches!(b2.try_recv(), Err(TryRecvError::Empty)));
+    assert_eq!(region.address("b").unwrap(), b2.address());
+    assert_pool_full(&region);
+}
+
+#[test]
+fn leaving_releases_queued_messages() {
+    let region = Region::in_process(&small()).unwrap();
+    let a = region.join("a").unwrap();
+    let b = region.join("b").unwrap();
+    a.send_copy(b"one", &b.address()).unwrap();
+    a.send_copy(&[0; 500], &b.address()).unwrap();
+    assert_eq!(region.pool_usage()[0].free, 1);
+    drop(b);
+    assert_pool_full(&region);
+    assert_eq!(region.participants().len(), 1);
+}
+
+#[test]
+fn names_are_unique_and_slots_limited() {
+    let region = Region::in_process(&small()).unwrap();
+    let _a = region.join("a").unwrap();
+    assert_eq!(
+        region.join("a").unwrap_err(),
+        JoinError::NameTaken("a".into())
+    );
+    let _b = region.join("b").unwrap();
+    let _c = region.join("c").unwrap();
+    let _d = region.join("d").unwrap();
+    assert_eq!(region.join("e").unwrap_err(), JoinError::Full { max: 4 });
+    assert_eq!(
+        region.address("zz").unwrap_err(),
+        LookupError::NotFound("zz".into())
+    );
+}
+
+#[test]
+fn concurrent_joins_of_one_name_have_one_winner() {
+    let _w = watchdog("join race", Duration::from_secs(60));
+    let region = Region::in_process(&Config::default().with_max_participants(16)).unwrap();
+    for round in 0..200 {
+        let barrier = std::sync::Barrier::new(8);
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let joined = region.join("same");
+                        let won = joined.is_ok();
+                        barrier.wait(); // hold the name until everyone tried
+                        won
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+#[test]
+fn threads_exchange_many_messages_without_loss() {
+    let _w = watchdog("thread stress", Duration::from_secs(120));
+    let region = Region::in_process(&small().with_mailbox_capacity(8)).unwrap();
+    const SENDERS: u32 = 3;
+    const PER: u32 = 20_000;
+    std::thread::scope(|s| {
+        let rx = region.join("rx").unwrap();
+        let to = rx.address();
+        for id in 0..SENDERS {
+            let region = &region;
+            s.spawn(move || {
+                let tx = region.join(&format!("tx{id}")).unwrap();
+                for seq in 0..PER {
+                    let len = 8 + (seq as usize * 7) % 1000;
+                    let mut loan = tx.loan(len).unwrap();
+                    loan[..4].copy_from_slice(&id.to_le_bytes());
+                    loan[4..8].copy_from_slice(&seq.to_le_bytes());
+                    tx.send(loan, &to).unwrap();
+                }
+            });
+        }
+        let mut next = [0u32; SENDERS as usize];
+        for _ in 0..SENDERS * PER {
+            let msg = rx.recv().unwrap();
+            let id = u32::from_le_bytes(msg[..4].try_into().unwrap()) as usize;
+            let seq = u32::from_le_bytes(msg[4..8].try_into().unwrap());
+            assert_eq!(seq, next[id]);
+            assert_eq!(msg.len(), 8 + (seq as usize * 7) % 1000);
+            next[id] += 1;
+        }
+    });
+    assert_pool_full(&region);
+}
