@@ -7,6 +7,7 @@ use crate::error::{
 };
 use crate::layout::{ChunkRef, Mapped};
 use crate::pool::Released;
+use crate::queue::PushError;
 use crate::region::Region;
 use crate::registry::{self, ClaimError};
 use crate::sync::spin_hint;
@@ -122,9 +123,11 @@ impl Mailbox {
             hints: Default::default(),
             region: region.clone(),
         };
-        // Entries a sender pushed after the slot's previous occupant drained
-        // its mailbox are released now, before anyone can address us.
-        mailbox.drain();
+        // The previous occupant closed the queue when it left; anything
+        // still in it is released, then the queue accepts messages again.
+        let queue = &mailbox.mapped().mailbox(slot).queue;
+        queue.close(|value| mailbox.discard(value));
+        queue.reopen();
         registry::activate(mailbox.mapped(), slot, generation);
         Ok(mailbox)
     }
@@ -273,24 +276,26 @@ impl Mailbox {
         let rx_bit = 1u64 << to.slot;
         let to_self = rx_bit == self.bit;
         // The receiver becomes a holder before the offset is published, so
-        // at every instant some live or sweepable bit owns the chunk.
+        // at every instant some live or sweepable bit owns the chunk. The
+        // receiver clears our bit when it takes the message: after the
+        // publishing CAS the sender touches nothing.
         if !to_self {
             chunk.holders.fetch_or(rx_bit, Ordering::Relaxed);
         }
         let rx = m.mailbox(to.slot);
         match rx.queue.push(m.encode(loan.chunk)) {
             Ok(()) => {
-                if !to_self {
-                    self.release(loan.chunk);
-                }
                 rx.parker.unpark(&self.region.shared.futex);
                 Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 if !to_self {
                     chunk.holders.fetch_and(!rx_bit, Ordering::Relaxed);
                 }
-                Err(Undelivered::Full)
+                Err(match e {
+                    PushError::Full => Undelivered::Full,
+                    PushError::Closed => Undelivered::Disconnected,
+                })
             }
         }
     }
@@ -405,28 +410,69 @@ impl Mailbox {
         }
     }
 
+    /// Takes over chunk `chunk` from its sender, whose holder bit the
+    /// receiver clears. Returns whether this participant holds the chunk;
+    /// `false` means the entry is not (or no longer) ours, e.g. a sweep
+    /// already reclaimed it, and must not be touched.
+    fn take_over(&self, chunk: ChunkRef) -> bool {
+        let m = self.mapped();
+        let header = m.chunk(chunk);
+        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        let sender_bit = if sender.slot < m.layout.config.max_participants {
+            1u64 << sender.slot
+        } else {
+            0
+        };
+        // Bounded: only a participant scribbling on the holders word can
+        // make this CAS fail more than once.
+        for _ in 0..64 {
+            let holders = header.holders.load(Ordering::Acquire);
+            if holders & self.bit == 0 {
+                return false;
+            }
+            if sender_bit == self.bit || holders & sender_bit == 0 {
+                return true;
+            }
+            if header
+                .holders
+                .compare_exchange(
+                    holders,
+                    holders & !sender_bit,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        header.holders.load(Ordering::Acquire) & self.bit != 0
+    }
+
+    /// Releases an entry nobody will read (a queue being closed).
+    fn discard(&self, value: u32) {
+        if let Ok(chunk) = self.mapped().decode(value) {
+            if self.take_over(chunk) {
+                self.release(chunk);
+            }
+        }
+    }
+
     /// Validates a value popped from our message list. `Ok(None)` for an
-    /// entry addressed to an earlier occupant of our slot (released).
+    /// entry that is not ours to read: one addressed to an earlier occupant
+    /// of our slot (released), or one a sweep has reclaimed (skipped).
     fn accept(&self, value: u32) -> Result<Option<Message<'_>>, Corruption> {
         let m = self.mapped();
         let chunk = m.decode(value).map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
-        let header = m.chunk(chunk);
-        let held = header.holders.load(Ordering::Relaxed) & self.bit != 0;
-        if header.dest.load(Ordering::Relaxed) != self.packed {
-            if held {
-                self.release(chunk);
-            }
+        if !self.take_over(chunk) {
             return Ok(None);
         }
-        if !held {
-            return Err(Corruption {
-                reason: format!(
-                    "chunk {} of class {} is not held for this receiver",
-                    chunk.index, chunk.class
-                ),
-            });
+        let header = m.chunk(chunk);
+        if header.dest.load(Ordering::Relaxed) != self.packed {
+            self.release(chunk);
+            return Ok(None);
         }
         let (ptr, capacity) = m.payload(chunk);
         let len = header.len.load(Ordering::Relaxed);
@@ -499,15 +545,14 @@ impl Mailbox {
         }
     }
 
-    /// Pops and releases everything in our message list.
-    fn drain(&self) {
+    /// Releases every chunk that still carries our holder bit: orphans of
+    /// sends that never completed, and anything a racing sender marked for
+    /// us before our queue closed.
+    fn release_all_held(&self) {
         let m = self.mapped();
-        let mailbox = m.mailbox(self.address.slot);
-        while let Some(value) = mailbox.queue.pop() {
-            if let Ok(chunk) = m.decode(value) {
-                if m.chunk(chunk).holders.load(Ordering::Relaxed) & self.bit != 0 {
-                    self.release(chunk);
-                }
+        for class in 0..m.layout.classes.len() as u8 {
+            if m.pool(class).release_all(self.bit) > 0 {
+                m.pool_waiters(class).notify(&self.region.shared.futex);
             }
         }
     }
@@ -527,9 +572,11 @@ impl Drop for Mailbox {
         let m = self.mapped();
         let Address { slot, generation } = self.address;
         registry::begin_leave(m, slot, generation);
+        let mailbox = m.mailbox(slot);
+        mailbox.queue.close(|value| self.discard(value));
         // Blocked senders wake up and see that we left.
-        m.mailbox(slot).room.notify(&self.region.shared.futex);
-        self.drain();
+        mailbox.room.notify(&self.region.shared.futex);
+        self.release_all_held();
         registry::finish_leave(m, slot, generation);
     }
 }

@@ -119,6 +119,18 @@ impl<'a, H: Holders> Pool<'a, H> {
         }
     }
 
+    /// Clears `bit` from every chunk that has it, returning chunks whose last
+    /// holder it was to the pool. Returns how many chunks were freed.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn release_all(&self, bit: u64) -> u32 {
+        (0..self.count)
+            .filter(|&i| {
+                self.chunks.holders(i).load(Ordering::Relaxed) & bit != 0
+                    && self.release(i, bit) == Released::Freed
+            })
+            .count() as u32
+    }
+
     /// Number of chunks whose holders word is zero (racy; for inspection).
     pub(crate) fn free_count(&self) -> u32 {
         (0..self.count)

@@ -3,25 +3,41 @@
 //!
 //! Each cell is one `AtomicU64` packing `stamp << 32 | value`. The stamp is
 //! the (truncated) queue position the cell is waiting for: a cell waiting to
-//! be filled at position `p` has stamp `p`; once filled it has stamp `p + 1`;
-//! once the consumer has taken it, stamp `p + capacity` (the position it
-//! serves in the next lap).
+//! be filled at position `p` has stamp `p` and value `0`; once filled it has
+//! stamp `p + 1` and the value; once the consumer has taken it, stamp
+//! `p + capacity` (the position it serves in the next lap).
 //!
-//! A producer publishes by a single compare-and-swap on the cell (stamp `p`
-//! to `p + 1` with its value), *then* advances `tail`. Anyone who finds the
-//! cell at `tail` already filled advances `tail` for it. So a producer that
-//! dies at any instant leaves either nothing or a complete entry behind —
-//! never a hole that would block the consumer.
+//! A producer publishes by a single compare-and-swap on the cell (stamp `p`,
+//! value `0` to stamp `p + 1` with its value), *then* advances `tail`.
+//! Anyone who finds the cell at `tail` already filled advances `tail` for
+//! it. So a producer that dies at any instant leaves either nothing or a
+//! complete entry behind — never a hole that would block the consumer.
 //!
 //! The consumer owns `head`; it reads the cell at `head`, takes the value
 //! and re-arms the cell for the next lap with a release store. The 32-bit
 //! stamps wrap; they are compared for equality only.
+//!
+//! **Closing.** When its owner leaves (or a sweep reclaims it), a queue is
+//! closed: every empty cell gets the value [`CLOSED`] by compare-and-swap,
+//! so no producer can publish into it any more (its CAS expects value `0`),
+//! and the entries already published are drained. A producer racing the
+//! close either published first (its entry is drained) or finds the cell
+//! closed and gets [`PushError::Closed`]: nothing is lost and nothing stays
+//! behind. The next owner reopens the queue before anyone can address it.
 
 use crate::sync::{AtomicU64, Ordering};
 
+/// The value of a closed cell.
+pub(crate) const CLOSED: u32 = u32::MAX;
+
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full;
+pub(crate) enum PushError {
+    /// Every cell holds an entry.
+    Full,
+    /// The queue's owner has left.
+    Closed,
+}
 
 #[inline]
 fn pack(stamp: u32, value: u32) -> u64 {
@@ -49,10 +65,11 @@ impl<'a> OffsetQueue<'a> {
         Self { tail, head, cells }
     }
 
-    /// Writes the initial state: empty, every cell waiting for its first lap.
+    /// Writes the initial state: empty and closed, every cell waiting for
+    /// its first lap.
     pub(crate) fn init(&self) {
         for (i, cell) in self.cells.iter().enumerate() {
-            cell.store(pack(i as u32, 0), Ordering::Relaxed);
+            cell.store(pack(i as u32, CLOSED), Ordering::Relaxed);
         }
         self.tail.store(0, Ordering::Relaxed);
         self.head.store(0, Ordering::Relaxed);
@@ -63,11 +80,12 @@ impl<'a> OffsetQueue<'a> {
         &self.cells[(pos as usize) & (self.cells.len() - 1)]
     }
 
-    /// Producer: appends `value`, or reports `Full`.
+    /// Producer: appends `value` (neither `0` nor [`CLOSED`]).
     ///
     /// Bounded: every retry follows progress by another producer or the
-    /// consumer, and a corrupt cell can make it report `Full` but not spin.
-    pub(crate) fn push(&self, value: u32) -> Result<(), Full> {
+    /// consumer, and a corrupt queue can make it report `Full` but not spin.
+    pub(crate) fn push(&self, value: u32) -> Result<(), PushError> {
+        debug_assert!(value != 0 && value != CLOSED);
         let cap = self.cells.len() as u32;
         let mut tail = self.tail.load(Ordering::Relaxed);
         // Each retry re-reads `tail`; a hostile region could keep changing
@@ -78,11 +96,14 @@ impl<'a> OffsetQueue<'a> {
             let stamp = stamp_of(current);
             let pos = tail as u32;
             if stamp == pos {
+                if current as u32 == CLOSED {
+                    return Err(PushError::Closed);
+                }
                 // SYNC POINT: the release half publishes the chunk's header
                 // and payload; pairs with the acquire load in `pop`.
                 if cell
                     .compare_exchange(
-                        current,
+                        pack(pos, 0),
                         pack(pos.wrapping_add(1), value),
                         Ordering::AcqRel,
                         Ordering::Relaxed,
@@ -110,7 +131,7 @@ impl<'a> OffsetQueue<'a> {
                 // our `tail` is stale.
                 let now = self.tail.load(Ordering::Relaxed);
                 if now == tail {
-                    return Err(Full);
+                    return Err(PushError::Full);
                 }
                 tail = now;
                 continue;
@@ -118,12 +139,12 @@ impl<'a> OffsetQueue<'a> {
             tail = self.tail.load(Ordering::Relaxed);
             crate::sync::spin_hint();
         }
-        Err(Full)
+        Err(PushError::Full)
     }
 
     /// Consumer: takes the next value, if one is published.
     ///
-    /// Only one thread may call `pop` on a queue at a time.
+    /// Only the queue's owner may call `pop`, one thread at a time.
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         let head = self.head.load(Ordering::Relaxed);
@@ -141,7 +162,65 @@ impl<'a> OffsetQueue<'a> {
         Some(current as u32)
     }
 
+    /// Consumer (or whoever took over from a dead one): closes the queue and
+    /// hands every entry still in it to `on_entry`. Afterwards no push can
+    /// succeed until [`reopen`](Self::reopen). Idempotent.
+    pub(crate) fn close(&self, mut on_entry: impl FnMut(u32)) {
+        let cap = self.cells.len() as u32;
+        let mut head = self.head.load(Ordering::Relaxed);
+        // A consumer killed between re-arming a cell and advancing `head`
+        // leaves that cell waiting for the next lap: step over it.
+        if stamp_of(self.cell(head).load(Ordering::Acquire)) == (head as u32).wrapping_add(cap) {
+            head = head.wrapping_add(1);
+        }
+        for k in 0..u64::from(cap) {
+            let pos = head.wrapping_add(k) as u32;
+            let cell = self.cell(head.wrapping_add(k));
+            loop {
+                let current = cell.load(Ordering::Acquire);
+                if stamp_of(current) == pos.wrapping_add(1) || current as u32 == CLOSED {
+                    break; // an entry (drained below), or already closed
+                }
+                let closed = pack(stamp_of(current), CLOSED);
+                if cell
+                    .compare_exchange(current, closed, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+        // Entries sit contiguously from `head`: a position is filled only
+        // after every earlier one was.
+        for _ in 0..cap {
+            let cell = self.cell(head);
+            let current = cell.load(Ordering::Acquire);
+            if stamp_of(current) != (head as u32).wrapping_add(1) {
+                break;
+            }
+            cell.store(
+                pack((head as u32).wrapping_add(cap), CLOSED),
+                Ordering::Release,
+            );
+            head = head.wrapping_add(1);
+            on_entry(current as u32);
+        }
+        self.head.store(head, Ordering::Release);
+        self.tail.store(head, Ordering::Release);
+    }
+
+    /// New owner, after [`close`](Self::close): accepts pushes again.
+    pub(crate) fn reopen(&self) {
+        for cell in self.cells {
+            let current = cell.load(Ordering::Relaxed);
+            if current as u32 == CLOSED {
+                cell.store(pack(stamp_of(current), 0), Ordering::Release);
+            }
+        }
+    }
+
     /// Whether `pop` would return a value now.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
     #[inline]
     pub(crate) fn is_ready(&self) -> bool {
         let head = self.head.load(Ordering::Relaxed);
@@ -149,10 +228,11 @@ impl<'a> OffsetQueue<'a> {
     }
 
     /// Entries published and not yet taken (racy; for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> u64 {
         let tail = self.tail.load(Ordering::Relaxed);
         let head = self.head.load(Ordering::Relaxed);
-        tail.saturating_sub(head).min(self.cells.len() as u64)
+        tail.wrapping_sub(head).min(self.cells.len() as u64)
     }
 }
 
@@ -173,11 +253,12 @@ mod tests {
         let (t, h, c) = queue(4);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
+        q.reopen();
         for lap in 0..10u32 {
             for i in 0..4 {
                 q.push(lap * 10 + i + 1).unwrap();
             }
-            assert_eq!(q.push(99), Err(Full));
+            assert_eq!(q.push(99), Err(PushError::Full));
             assert_eq!(q.len(), 4);
             for i in 0..4 {
                 assert_eq!(q.pop(), Some(lap * 10 + i + 1));
@@ -211,8 +292,57 @@ mod tests {
             cell.store(0xdead_beef_dead_beef, Ordering::Relaxed);
         }
         t.store(12345, Ordering::Relaxed);
-        assert_eq!(q.push(1), Err(Full));
+        assert_eq!(q.push(1), Err(PushError::Full));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn close_drains_refuses_and_reopens() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        assert_eq!(q.push(1), Err(PushError::Closed), "a new queue is closed");
+        q.reopen();
+        for round in 0..3u32 {
+            q.push(10 + round).unwrap();
+            q.push(20 + round).unwrap();
+            assert_eq!(q.pop(), Some(10 + round));
+            let mut drained = Vec::new();
+            q.close(|v| drained.push(v));
+            assert_eq!(drained, [20 + round]);
+            assert_eq!(q.push(5), Err(PushError::Closed));
+            assert_eq!(q.pop(), None);
+            q.close(|_| panic!("close is idempotent"));
+            q.reopen();
+            assert_eq!(q.len(), 0);
+            for v in 1..=4 {
+                q.push(v).unwrap();
+            }
+            assert_eq!(q.push(9), Err(PushError::Full));
+            for v in 1..=4 {
+                assert_eq!(q.pop(), Some(v));
+            }
+        }
+    }
+
+    #[test]
+    fn close_recovers_from_a_consumer_killed_mid_pop() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen();
+        for v in 1..=3 {
+            q.push(v).unwrap();
+        }
+        // The consumer re-armed the cell of entry 1, then died before
+        // advancing `head`.
+        c[0].store(pack(4, 0), Ordering::Relaxed);
+        let mut drained = Vec::new();
+        q.close(|v| drained.push(v));
+        assert_eq!(drained, [2, 3]);
+        q.reopen();
+        q.push(7).unwrap();
+        assert_eq!(q.pop(), Some(7));
     }
 
     #[test]
@@ -220,6 +350,7 @@ mod tests {
         let (t, h, c) = queue(16);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
+        q.reopen();
         const PER: u32 = 20_000;
         let seen = std::thread::scope(|s| {
             for p in 0..3u32 {
@@ -269,7 +400,9 @@ mod loom_tests {
             head: AtomicU64::new(0),
             cells: (0..cap).map(|_| AtomicU64::new(0)).collect(),
         };
-        OffsetQueue::new(&q.tail, &q.head, &q.cells).init();
+        let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+        view.init();
+        view.reopen();
         Arc::new(q)
     }
 
@@ -305,6 +438,34 @@ mod loom_tests {
             // Capacity 2 and at most 2 pushes: both must succeed.
             assert_eq!(pushed, 2);
             assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    /// A producer racing a close: its value is either drained by the close
+    /// or refused with `Closed` — never lost, never left behind.
+    #[test]
+    fn push_races_close() {
+        loom::model(|| {
+            let q = new_q(2);
+            let q2 = q.clone();
+            let producer = loom::thread::spawn(move || {
+                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells).push(7)
+            });
+            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+            let mut drained = Vec::new();
+            view.close(|v| drained.push(v));
+            let pushed = producer.join().unwrap();
+            match pushed {
+                Ok(()) => assert_eq!(drained, [7]),
+                Err(e) => {
+                    assert_eq!(e, PushError::Closed);
+                    assert!(drained.is_empty());
+                }
+            }
+            view.close(|_| panic!("entry left behind after close"));
+            view.reopen();
+            view.push(9).unwrap();
+            assert_eq!(view.pop(), Some(9));
         });
     }
 
