@@ -97,9 +97,26 @@ pub enum OpenError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The region's creator died before finishing initialising it.
+    #[error("region '{name}' was left half-initialised by a creator that died; `Region::open_or_create` recreates it")]
+    Abandoned {
+        /// The region name.
+        name: String,
+    },
+    /// `open_or_create` found the region with another config while others
+    /// are attached to it, so it cannot be recreated.
+    #[error("region '{name}' exists with config {existing} and is in use, so it cannot be recreated with config {requested}")]
+    ConfigMismatch {
+        /// The region name.
+        name: String,
+        /// The config the region has.
+        existing: Box<crate::Config>,
+        /// The config asked for.
+        requested: Box<crate::Config>,
+    },
     /// The operating system refused access (e.g. a `0600` region of
     /// another user).
-    #[error("permission denied opening region '{name}'")]
+    #[error("permission denied opening region '{name}': it belongs to another user, or its mode does not grant you read and write access")]
     PermissionDenied {
         /// The region name.
         name: String,
@@ -156,6 +173,9 @@ pub enum JoinError {
         /// The region's participant limit.
         max: u32,
     },
+    /// The operating system refused a call needed to join.
+    #[error("joining failed: {0}")]
+    Io(String),
 }
 
 /// Why [`Region::address`](crate::Region::address) failed.

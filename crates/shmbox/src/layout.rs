@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset 0        header (one page): magic, version, state, config, section offsets
-//! slots_offset    participant slots, SLOT_SIZE bytes each
+//! slots_offset    participant slots, SLOT_SIZE bytes each:
+//!                 +0 state | +8 pid | +12 wait strategy | +16 name | +48 taking
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
 //!                 +0 tail line | +64 head line (head, room waiters, room seq)
 //!                 | +128 park line | +192 cells (capacity x u64)
@@ -43,6 +44,17 @@ const MAILBOX_CELLS: u64 = 3 * LINE;
 pub(crate) const MAX_REGION_SIZE: u64 = LINE << 32;
 
 pub(crate) const STATE_READY: u32 = 1;
+
+/// Byte of the region's file that its creator locks (exclusive OFD lock)
+/// while it initialises the region: an opener that finds the region not
+/// ready and this byte unlocked knows the creator died.
+pub(crate) const LOCK_INIT: u64 = 0;
+/// Byte every attached handle locks shared: nobody else holds it means
+/// nobody else is attached.
+pub(crate) const LOCK_ATTACH: u64 = 1;
+/// Byte `LOCK_SLOTS + slot` is locked exclusively by the participant in
+/// `slot` for as long as it lives (or by a sweeper reclaiming the slot).
+pub(crate) const LOCK_SLOTS: u64 = 64;
 
 const fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
@@ -361,6 +373,9 @@ pub(crate) struct SlotView<'a> {
     pub strategy: &'a AtomicU32,
     /// Up to 32 name bytes, zero-padded, packed little-endian.
     pub name: &'a [AtomicU64],
+    /// The mailbox entry the participant is taking right now (0 if none),
+    /// so a sweep can tell a message being received from one never sent.
+    pub taking: &'a AtomicU32,
 }
 
 /// One mailbox: its queue and its two wait lists.
@@ -475,6 +490,7 @@ impl Mapped {
             pid: self.u32_at(at + 8),
             strategy: self.u32_at(at + 12),
             name: self.u64_slice(at + 16, 4),
+            taking: self.u32_at(at + 48),
         }
     }
 

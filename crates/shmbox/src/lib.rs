@@ -92,6 +92,8 @@ mod region;
 #[cfg(not(shmbox_loom))]
 mod registry;
 #[cfg(not(shmbox_loom))]
+mod sweep;
+#[cfg(not(shmbox_loom))]
 mod sys;
 
 #[cfg(not(shmbox_loom))]
@@ -113,3 +115,5 @@ pub use name::{validate_participant, validate_region, NameError, MAX_REGION_NAME
 pub use region::{ClassUsage, ParticipantInfo, Region};
 #[cfg(not(shmbox_loom))]
 pub use registry::MAX_PARTICIPANT_NAME;
+#[cfg(not(shmbox_loom))]
+pub use sweep::SweepReport;

@@ -6,11 +6,14 @@ use crate::error::{
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
 use crate::layout::{ChunkRef, Mapped};
-use crate::pool::Released;
+use crate::notify::EventCount;
 use crate::queue::PushError;
 use crate::region::Region;
+use crate::registry::SlotLocks;
 use crate::registry::{self, ClaimError};
 use crate::sync::spin_hint;
+use crate::{sweep, sys};
+use rustix::fd::OwnedFd;
 use std::cell::Cell;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -22,6 +25,29 @@ use std::time::{Duration, Instant};
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
+/// How often a blocked sender or loaner checks for dead participants.
+const CHECK_EVERY: Duration = Duration::from_millis(20);
+
+/// Slot liveness locks taken through a mailbox's own open file description
+/// (no locks for an in-process region).
+struct LivenessLock<'a>(Option<&'a OwnedFd>);
+
+impl SlotLocks for LivenessLock<'_> {
+    fn try_lock(&self, slot: u32) -> bool {
+        self.0.is_none_or(|fd| {
+            sys::ofd_try_lock(
+                fd,
+                sys::LockKind::Exclusive,
+                crate::layout::LOCK_SLOTS + u64::from(slot),
+            ) == Ok(true)
+        })
+    }
+    fn unlock(&self, slot: u32) {
+        if let Some(fd) = self.0 {
+            sys::ofd_unlock(fd, crate::layout::LOCK_SLOTS + u64::from(slot));
+        }
+    }
+}
 
 /// How a receiver waits for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +111,9 @@ impl fmt::Display for Address {
 /// still queued for it are released.
 pub struct Mailbox {
     region: Region,
+    /// Our own open file description of the region, holding our slot's
+    /// liveness lock until we are dropped (or the kernel drops it for us).
+    _liveness: Option<OwnedFd>,
     address: Address,
     packed: u64,
     bit: u64,
@@ -106,8 +135,15 @@ impl Mailbox {
         strategy: WaitStrategy,
     ) -> Result<Mailbox, JoinError> {
         let m = region.mapped();
+        // Dead participants give their slots, names and chunks back first.
+        region.sweep();
+        let liveness = match &region.shared.fd {
+            Some(fd) => Some(sys::reopen(fd).map_err(|e| JoinError::Io(e.to_string()))?),
+            None => None,
+        };
+        let locks = LivenessLock(liveness.as_ref());
         let (slot, generation) =
-            registry::claim(m, name, strategy as u32).map_err(|e| match e {
+            registry::claim(m, name, strategy as u32, &locks).map_err(|e| match e {
                 ClaimError::NameTaken => JoinError::NameTaken(name.into()),
                 ClaimError::Full => JoinError::Full {
                     max: m.layout.config.max_participants,
@@ -115,6 +151,7 @@ impl Mailbox {
             })?;
         let address = Address { slot, generation };
         let mailbox = Mailbox {
+            _liveness: liveness,
             address,
             packed: address.pack(),
             bit: 1u64 << slot,
@@ -240,10 +277,18 @@ impl Mailbox {
             Err(TryLoanError::Exhausted { class_size }) => {
                 let m = self.mapped();
                 let class = m.class_for(len).expect("class exists: claim found it");
-                m.pool_waiters(class)
-                    .wait_until(&self.region.shared.futex, timeout, || self.claim(len).ok())
-                    .map(|c| self.loan_from(c, len))
-                    .ok_or(LoanError::Timeout { class_size })
+                // Now and then, return what dead participants hold.
+                self.wait_checking(
+                    &m.pool_waiters(class),
+                    timeout,
+                    || self.claim(len).ok(),
+                    || {
+                        self.region.sweep();
+                        self.claim(len).ok()
+                    },
+                )
+                .map(|c| self.loan_from(c, len))
+                .ok_or(LoanError::Timeout { class_size })
             }
         }
     }
@@ -251,10 +296,34 @@ impl Mailbox {
     /// Gives up this participant's hold on a chunk; the last holder returns
     /// it to the pool and wakes blocked loaners.
     fn release(&self, chunk: ChunkRef) {
-        let m = self.mapped();
-        if m.pool(chunk.class).release(chunk.index, self.bit) == Released::Freed {
-            m.pool_waiters(chunk.class)
-                .notify(&self.region.shared.futex);
+        sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
+    }
+
+    /// Waits on `list` until `ready` gives a value or `timeout` passes;
+    /// every [`CHECK_EVERY`] it runs `check` (liveness checks and sweeps,
+    /// which cost syscalls and so stay off the fast path).
+    fn wait_checking<T>(
+        &self,
+        list: &EventCount<'_>,
+        timeout: Option<Duration>,
+        mut ready: impl FnMut() -> Option<T>,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let start = Instant::now();
+        loop {
+            let slice = match timeout {
+                Some(t) => t.saturating_sub(start.elapsed()).min(CHECK_EVERY),
+                None => CHECK_EVERY,
+            };
+            if let Some(v) = list.wait_until(&self.region.shared.futex, Some(slice), &mut ready) {
+                return Some(v);
+            }
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return None;
+            }
         }
     }
 
@@ -318,14 +387,19 @@ impl Mailbox {
             }
         }
         let m = self.mapped();
-        let room = m.mailbox(to.slot).room;
-        room.wait_until(&self.region.shared.futex, timeout, || {
-            match self.deliver(loan, to) {
-                Err(Undelivered::Full) => None,
-                other => Some(other),
+        let attempt = || match self.deliver(loan, to) {
+            Err(Undelivered::Full) => None,
+            other => Some(other),
+        };
+        // Now and then, make sure the receiver is still alive.
+        let check = || {
+            if self.region.is_dead(to.slot) {
+                self.region.sweep();
             }
-        })
-        .unwrap_or(Err(Undelivered::Full))
+            attempt()
+        };
+        self.wait_checking(&m.mailbox(to.slot).room, timeout, attempt, check)
+            .unwrap_or(Err(Undelivered::Full))
     }
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
@@ -335,7 +409,13 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        match loan.mailbox.deliver(&loan, to) {
+        let mut result = loan.mailbox.deliver(&loan, to);
+        if matches!(result, Err(Undelivered::Full)) && self.region.is_dead(to.slot) {
+            // A full mailbox may be a dead receiver's: reclaim it and say so.
+            self.region.sweep();
+            result = loan.mailbox.deliver(&loan, to);
+        }
+        match result {
             Ok(()) => {
                 loan.consume();
                 Ok(())
@@ -399,63 +479,28 @@ impl Mailbox {
     pub fn try_recv(&self) -> Result<Message<'_>, TryRecvError> {
         let m = self.mapped();
         let mailbox = m.mailbox(self.address.slot);
+        let taking = m.slot(self.address.slot).taking;
         loop {
-            let Some(value) = mailbox.queue.pop() else {
+            // Announce the entry before it leaves the queue, so a sweep never
+            // finds a message we are receiving in neither place.
+            let Some(value) = mailbox
+                .queue
+                .pop_with(|v| taking.store(v, Ordering::Relaxed))
+            else {
                 return Err(TryRecvError::Empty);
             };
             mailbox.room.notify(&self.region.shared.futex);
-            if let Some(message) = self.accept(value)? {
+            let accepted = self.accept(value);
+            taking.store(0, Ordering::Release);
+            if let Some(message) = accepted? {
                 return Ok(message);
             }
         }
     }
 
-    /// Takes over chunk `chunk` from its sender, whose holder bit the
-    /// receiver clears. Returns whether this participant holds the chunk;
-    /// `false` means the entry is not (or no longer) ours, e.g. a sweep
-    /// already reclaimed it, and must not be touched.
-    fn take_over(&self, chunk: ChunkRef) -> bool {
-        let m = self.mapped();
-        let header = m.chunk(chunk);
-        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        let sender_bit = if sender.slot < m.layout.config.max_participants {
-            1u64 << sender.slot
-        } else {
-            0
-        };
-        // Bounded: only a participant scribbling on the holders word can
-        // make this CAS fail more than once.
-        for _ in 0..64 {
-            let holders = header.holders.load(Ordering::Acquire);
-            if holders & self.bit == 0 {
-                return false;
-            }
-            if sender_bit == self.bit || holders & sender_bit == 0 {
-                return true;
-            }
-            if header
-                .holders
-                .compare_exchange(
-                    holders,
-                    holders & !sender_bit,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-            {
-                return true;
-            }
-        }
-        header.holders.load(Ordering::Acquire) & self.bit != 0
-    }
-
     /// Releases an entry nobody will read (a queue being closed).
     fn discard(&self, value: u32) {
-        if let Ok(chunk) = self.mapped().decode(value) {
-            if self.take_over(chunk) {
-                self.release(chunk);
-            }
-        }
+        sweep::discard(self.mapped(), &self.region.shared.futex, value, self.bit);
     }
 
     /// Validates a value popped from our message list. `Ok(None)` for an
@@ -466,7 +511,7 @@ impl Mailbox {
         let chunk = m.decode(value).map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
-        if !self.take_over(chunk) {
+        if !sweep::take_over(m, chunk, self.bit) {
             return Ok(None);
         }
         let header = m.chunk(chunk);

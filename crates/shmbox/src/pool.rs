@@ -119,6 +119,33 @@ impl<'a, H: Holders> Pool<'a, H> {
         }
     }
 
+    /// Sets chunk `index`'s free bit, after its holders word reached zero
+    /// by other means than [`release`](Self::release) (a sweep).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn mark_free(&self, index: u32) {
+        debug_assert!(index < self.count);
+        self.bitmap[index as usize / 64].fetch_or(1u64 << (index % 64), Ordering::Release);
+    }
+
+    /// Sets the free bit of every chunk whose holders word is zero: repairs
+    /// the bitmap after a releaser died between its two steps. Returns how
+    /// many bits it had to set. Setting a bit twice is harmless.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn repair(&self) -> u32 {
+        let mut repaired = 0;
+        for i in 0..self.count {
+            let bit = 1u64 << (i % 64);
+            let word = &self.bitmap[i as usize / 64];
+            if self.chunks.holders(i).load(Ordering::Acquire) == 0
+                && word.load(Ordering::Relaxed) & bit == 0
+            {
+                word.fetch_or(bit, Ordering::Release);
+                repaired += 1;
+            }
+        }
+        repaired
+    }
+
     /// Clears `bit` from every chunk that has it, returning chunks whose last
     /// holder it was to the pool. Returns how many chunks were freed.
     #[cfg_attr(shmbox_loom, allow(dead_code))]

@@ -145,8 +145,17 @@ impl<'a> OffsetQueue<'a> {
     /// Consumer: takes the next value, if one is published.
     ///
     /// Only the queue's owner may call `pop`, one thread at a time.
+    #[cfg_attr(not(test), allow(dead_code))]
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
+        self.pop_with(|_| {})
+    }
+
+    /// Like [`pop`](Self::pop), calling `announce(value)` after reading the
+    /// entry and before removing it, so that at no instant the value is
+    /// neither in the queue nor announced.
+    #[inline]
+    pub(crate) fn pop_with(&self, announce: impl FnOnce(u32)) -> Option<u32> {
         let head = self.head.load(Ordering::Relaxed);
         let cell = self.cell(head);
         // SYNC POINT: pairs with the release half of the CAS in `push`.
@@ -154,12 +163,22 @@ impl<'a> OffsetQueue<'a> {
         if stamp_of(current) != (head as u32).wrapping_add(1) {
             return None;
         }
+        announce(current as u32);
         let cap = self.cells.len() as u32;
         // SYNC POINT: re-arming releases the cell to producers of the next
-        // lap; pairs with their acquire load.
+        // lap (pairs with their acquire load) and publishes the announcement
+        // to sweepers that no longer find the value in the queue.
         cell.store(pack((head as u32).wrapping_add(cap), 0), Ordering::Release);
         self.head.store(head.wrapping_add(1), Ordering::Release);
         Some(current as u32)
+    }
+
+    /// Whether some cell holds `value` (a published, untaken entry).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn contains(&self, value: u32) -> bool {
+        self.cells
+            .iter()
+            .any(|c| c.load(Ordering::Acquire) as u32 == value)
     }
 
     /// Consumer (or whoever took over from a dead one): closes the queue and
@@ -176,7 +195,9 @@ impl<'a> OffsetQueue<'a> {
         for k in 0..u64::from(cap) {
             let pos = head.wrapping_add(k) as u32;
             let cell = self.cell(head.wrapping_add(k));
-            loop {
+            // Bounded: only a participant scribbling on the cell can make
+            // the CAS fail more than a few times.
+            for _ in 0..64 {
                 let current = cell.load(Ordering::Acquire);
                 if stamp_of(current) == pos.wrapping_add(1) || current as u32 == CLOSED {
                     break; // an entry (drained below), or already closed

@@ -3,24 +3,37 @@
 use crate::config::Config;
 use crate::error::{CreateError, JoinError, LookupError, OpenError, RemoveError};
 use crate::layout::{
-    self, Backing, HeapBuf, Layout, LayoutError, Mapped, HEADER_SIZE, STATE_READY,
+    self, Backing, HeapBuf, Layout, LayoutError, Mapped, HEADER_SIZE, LOCK_ATTACH, LOCK_INIT,
+    LOCK_SLOTS, STATE_READY,
 };
 use crate::mailbox::{Address, Mailbox, WaitStrategy};
-use crate::sys::{self, Mapping, SharedFutex};
+use crate::sweep::{self, SweepReport};
+use crate::sys::{self, LockKind, Mapping, SharedFutex};
 use crate::{name, registry};
+use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long `open` waits for a creator to finish initialising.
+/// How long `open` waits for a live creator to finish initialising.
 const INIT_WAIT: Duration = Duration::from_secs(2);
+/// How long an empty object without a creator's lock is given before it
+/// counts as abandoned (a creator holds the lock microseconds after
+/// creating the object).
+const ABANDON_GRACE: Duration = Duration::from_millis(100);
 
 pub(crate) struct Shared {
     pub(crate) mapped: Mapped,
     pub(crate) futex: SharedFutex,
     name: Option<String>,
     created: bool,
+    /// The region's object, holding this handle's shared attach lock;
+    /// `None` for an in-process region.
+    pub(crate) fd: Option<OwnedFd>,
+    /// Keeps this process's own sweeps apart (OFD locks taken through one
+    /// file description do not exclude each other).
+    sweeping: Mutex<()>,
 }
 
 /// A message region: a named POSIX shared-memory object (or, for tests and
@@ -80,6 +93,13 @@ fn io(e: Errno) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// What `open` found at a name, short of a usable region.
+enum Opened {
+    Ready(Region),
+    /// The creator died before finishing; (device, inode) of the object.
+    Abandoned((u64, u64)),
+}
+
 impl Region {
     /// Creates the region `name` with `config`. Fails if it already exists.
     ///
@@ -91,19 +111,27 @@ impl Region {
         config.validate()?;
         let layout = Layout::compute(config);
         let object = sys::object_name(name);
+        let io_err = |op, e| CreateError::Io {
+            name: name.into(),
+            op,
+            source: io(e),
+        };
         let fd = sys::shm_create_exclusive(&object, config.mode).map_err(|e| match e {
             Errno::EXIST => CreateError::AlreadyExists { name: name.into() },
             Errno::ACCESS | Errno::PERM => CreateError::PermissionDenied { name: name.into() },
-            e => CreateError::Io {
-                name: name.into(),
-                op: "shm_open",
-                source: io(e),
-            },
+            e => io_err("shm_open", e),
         })?;
         let fail = |err: CreateError| {
             let _ = sys::shm_unlink(&object);
             err
         };
+        // Held until the region is ready: openers that find the region not
+        // ready and this lock gone know we died.
+        match sys::ofd_try_lock(&fd, LockKind::Exclusive, LOCK_INIT) {
+            Ok(true) => {}
+            Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
+            Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
+        }
         if let Err(e) = sys::reserve(&fd, layout.total_size) {
             return Err(fail(match e {
                 Errno::NOSPC | Errno::FBIG | Errno::NOMEM => CreateError::NoSpace {
@@ -111,89 +139,106 @@ impl Region {
                     needed: layout.total_size,
                     available: sys::free_bytes(&fd),
                 },
-                e => CreateError::Io {
-                    name: name.into(),
-                    op: "fallocate",
-                    source: io(e),
-                },
+                e => io_err("fallocate", e),
             }));
         }
-        let map = Mapping::map(&fd, layout.total_size as usize).map_err(|e| {
-            fail(CreateError::Io {
-                name: name.into(),
-                op: "mmap",
-                source: io(e),
-            })
-        })?;
+        let map =
+            Mapping::map(&fd, layout.total_size as usize).map_err(|e| fail(io_err("mmap", e)))?;
+        sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
+            .map_err(|e| fail(io_err("fcntl(F_OFD_SETLK)", e)))?;
         let mapped = layout::create_in(Backing::Shm(map), layout);
-        Ok(Region::from_mapped(mapped, Some(name.into()), true))
+        sys::ofd_unlock(&fd, LOCK_INIT);
+        Ok(Region::from_mapped(
+            mapped,
+            Some(name.into()),
+            true,
+            Some(fd),
+        ))
     }
 
     /// Attaches to the existing region `name`, taking its config from the
     /// region's header. Waits (at most 2 s) for a creator that is still
     /// initialising it; refuses objects that are not shmbox regions, other
-    /// layout versions and inconsistent headers.
+    /// layout versions, inconsistent headers, and regions whose creator died
+    /// before finishing ([`OpenError::Abandoned`]).
     pub fn open(name: &str) -> Result<Region, OpenError> {
+        match Region::open_inner(name)? {
+            Opened::Ready(r) => Ok(r),
+            Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
+        }
+    }
+
+    fn open_inner(name: &str) -> Result<Opened, OpenError> {
         name::validate_region(name)?;
         let object = sys::object_name(name);
+        let io_err = |op, e| OpenError::Io {
+            name: name.into(),
+            op,
+            source: io(e),
+        };
         let fd = sys::shm_open_existing(&object).map_err(|e| match e {
             Errno::NOENT => OpenError::NotFound { name: name.into() },
             Errno::ACCESS | Errno::PERM => OpenError::PermissionDenied { name: name.into() },
-            e => OpenError::Io {
-                name: name.into(),
-                op: "shm_open",
-                source: io(e),
-            },
+            e => io_err("shm_open", e),
         })?;
         let started = Instant::now();
-        let timed_out = || started.elapsed() > INIT_WAIT;
-        let init_timeout = || OpenError::InitTimeout {
-            name: name.into(),
-            waited: INIT_WAIT,
+        let creator_alive = || {
+            sys::ofd_is_locked(&fd, LockKind::Shared, LOCK_INIT)
+                .map_err(|e| io_err("fcntl(F_OFD_GETLK)", e))
         };
-        let stat_err = |e| OpenError::Io {
-            name: name.into(),
-            op: "fstat",
-            source: io(e),
-        };
+        let identity = || sys::identity(&fd).map_err(|e| io_err("fstat", e));
         loop {
-            let size = sys::file_size(&fd).map_err(stat_err)?;
+            let size = sys::file_size(&fd).map_err(|e| io_err("fstat", e))?;
+            let waited = started.elapsed();
             if size < HEADER_SIZE {
-                if size == 0 && !timed_out() {
-                    // The creator has not reserved the space yet.
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-                return Err(if size == 0 {
-                    init_timeout()
-                } else {
-                    OpenError::NotShmbox {
+                if size > 0 {
+                    return Err(OpenError::NotShmbox {
                         name: name.into(),
                         reason: LayoutError::Truncated(size).to_string(),
-                    }
-                });
+                    });
+                }
+                // The creator locks before it reserves space: an empty object
+                // without the lock is left over by a creator that died.
+                if !creator_alive()? && waited > ABANDON_GRACE {
+                    return Ok(Opened::Abandoned(identity()?));
+                }
+                if waited > INIT_WAIT {
+                    return Err(OpenError::InitTimeout {
+                        name: name.into(),
+                        waited: INIT_WAIT,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
             let size_usize = usize::try_from(size).map_err(|_| OpenError::Corrupt {
                 name: name.into(),
                 reason: format!("object size {size} does not fit in memory"),
             })?;
-            let map = Mapping::map(&fd, size_usize).map_err(|e| OpenError::Io {
-                name: name.into(),
-                op: "mmap",
-                source: io(e),
-            })?;
-            let backing = Backing::Shm(map);
+            let backing =
+                Backing::Shm(Mapping::map(&fd, size_usize).map_err(|e| io_err("mmap", e))?);
             let words = layout::header_words(&backing);
             let magic = words.magic.load(Ordering::Acquire);
             // SYNC POINT: pairs with the release store of READY in `create_in`.
             let ready = words.state.load(Ordering::Acquire) == STATE_READY;
-            if (magic == 0 || (magic == layout::MAGIC && !ready)) && !timed_out() {
+            if magic == 0 || (magic == layout::MAGIC && !ready) {
+                if !creator_alive()? {
+                    // Check `ready` once more: the creator may have finished
+                    // and dropped its lock since we looked.
+                    if words.state.load(Ordering::Acquire) != STATE_READY {
+                        return Ok(Opened::Abandoned(identity()?));
+                    }
+                    continue;
+                }
+                if waited > INIT_WAIT {
+                    return Err(OpenError::InitTimeout {
+                        name: name.into(),
+                        waited: INIT_WAIT,
+                    });
+                }
                 drop(backing);
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
-            }
-            if magic == layout::MAGIC && !ready {
-                return Err(init_timeout());
             }
             let layout = layout::validate(&backing, size).map_err(|e| match e {
                 LayoutError::Magic(_) | LayoutError::Truncated(_) => OpenError::NotShmbox {
@@ -210,33 +255,62 @@ impl Region {
                     reason: e.to_string(),
                 },
             })?;
-            return Ok(Region::from_mapped(
-                Mapped::new(backing, layout),
+            sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
+                .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
+            let mapped = Mapped::new(backing, layout);
+            return Ok(Opened::Ready(Region::from_mapped(
+                mapped,
                 Some(name.into()),
                 false,
-            ));
+                Some(fd),
+            )));
         }
     }
 
-    /// Opens `name` if it exists, otherwise creates it with `config`. Of many
+    /// Opens `name` if it exists with `config`, otherwise creates it. Of many
     /// processes racing here, exactly one creates; the others wait until it
-    /// has initialised the region, then attach with the region's own config
-    /// (which may differ from `config`).
+    /// has initialised the region, then attach.
+    ///
+    /// A region left behind by processes that all died is reused as it is
+    /// (its dead participants are swept when someone joins). If the region
+    /// exists with a different config, it is recreated with `config` when
+    /// nobody else is attached, and refused with
+    /// [`OpenError::ConfigMismatch`] (naming both configs) when someone is.
+    /// A region whose creator died while initialising it is recreated.
     pub fn open_or_create(name: &str, config: &Config) -> Result<Region, OpenError> {
         name::validate_region(name)?;
-        let mut attempts = 0;
-        loop {
+        config.validate().map_err(CreateError::from)?;
+        let mut last = None;
+        for _ in 0..100 {
             match Region::create(name, config) {
                 Ok(r) => return Ok(r),
                 Err(CreateError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            match Region::open(name) {
+            match Region::open_inner(name) {
+                Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
+                Ok(Opened::Ready(r)) => {
+                    if r.others_attached() {
+                        return Err(OpenError::ConfigMismatch {
+                            name: name.into(),
+                            existing: Box::new(r.config().clone()),
+                            requested: Box::new(config.clone()),
+                        });
+                    }
+                    // Nobody else uses it: replace it with the config asked for.
+                    let id = r.identity();
+                    drop(r);
+                    if let Some(id) = id {
+                        unlink_if_same(name, id);
+                    }
+                }
+                Ok(Opened::Abandoned(id)) => unlink_if_same(name, id),
                 // Removed between our create and open: try again.
-                Err(OpenError::NotFound { .. }) if attempts < 100 => attempts += 1,
-                r => return r,
+                Err(e @ OpenError::NotFound { .. }) => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
+        Err(last.unwrap_or(OpenError::NotFound { name: name.into() }))
     }
 
     /// Removes the region's name (`shm_unlink`). Processes still attached
@@ -271,16 +345,24 @@ impl Region {
             layout::create_in(backing, layout),
             None,
             true,
+            None,
         ))
     }
 
-    fn from_mapped(mapped: Mapped, name: Option<String>, created: bool) -> Region {
+    fn from_mapped(
+        mapped: Mapped,
+        name: Option<String>,
+        created: bool,
+        fd: Option<OwnedFd>,
+    ) -> Region {
         Region {
             shared: Arc::new(Shared {
                 mapped,
                 futex: SharedFutex,
                 name,
                 created,
+                fd,
+                sweeping: Mutex::new(()),
             }),
         }
     }
@@ -290,6 +372,75 @@ impl Region {
     /// callers won.
     pub fn created(&self) -> bool {
         self.shared.created
+    }
+
+    /// Whether another handle (in this or another process) is attached.
+    fn others_attached(&self) -> bool {
+        self.shared.fd.as_ref().is_some_and(|fd| {
+            sys::ofd_is_locked(fd, LockKind::Exclusive, LOCK_ATTACH).unwrap_or(true)
+        })
+    }
+
+    fn identity(&self) -> Option<(u64, u64)> {
+        self.shared
+            .fd
+            .as_ref()
+            .and_then(|fd| sys::identity(fd).ok())
+    }
+
+    /// Whether the participant in `slot` is dead: its slot is taken but
+    /// nobody holds the slot's liveness lock. Always `false` in-process.
+    pub(crate) fn is_dead(&self, slot: u32) -> bool {
+        let Some(fd) = &self.shared.fd else {
+            return false;
+        };
+        let state = self.mapped().slot(slot).state.load(Ordering::Acquire);
+        registry::status(state) != registry::FREE
+            && !sys::ofd_is_locked(fd, LockKind::Shared, LOCK_SLOTS + u64::from(slot))
+                .unwrap_or(true)
+    }
+
+    /// Reclaims every dead participant: its slot, the messages queued for
+    /// it, and every chunk it had loaned, was sending or was reading.
+    ///
+    /// A participant is dead when its process has exited, however it
+    /// exited: liveness is an OFD lock the kernel drops with the process,
+    /// never a pid. Sweeping is safe to run at any time, from any number
+    /// of processes at once; a sweeper killed half-way leaves the work to
+    /// the next one. It also runs when someone joins, and when a sender or
+    /// loaner that is blocked finds a participant dead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let region = shmbox::Region::in_process(&shmbox::Config::default())?;
+    /// let report = region.sweep();
+    /// assert_eq!(report.participants, 0);
+    /// # Ok::<(), shmbox::ConfigError>(())
+    /// ```
+    pub fn sweep(&self) -> SweepReport {
+        let mut report = SweepReport::default();
+        let Some(fd) = &self.shared.fd else {
+            return report;
+        };
+        let _one_at_a_time = self
+            .shared
+            .sweeping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let m = self.mapped();
+        for slot in 0..m.layout.config.max_participants {
+            if registry::status(m.slot(slot).state.load(Ordering::Acquire)) == registry::FREE {
+                continue;
+            }
+            let byte = LOCK_SLOTS + u64::from(slot);
+            if sys::ofd_try_lock(fd, LockKind::Exclusive, byte) != Ok(true) {
+                continue; // alive, or being swept by someone else
+            }
+            report += sweep::reclaim(m, &self.shared.futex, slot);
+            sys::ofd_unlock(fd, byte);
+        }
+        report
     }
 
     pub(crate) fn mapped(&self) -> &Mapped {
@@ -368,5 +519,16 @@ impl Region {
                 })
             })
             .collect()
+    }
+}
+
+/// Removes `name` if it still names the object `id` (device, inode): a
+/// recreation must not remove a fresh region someone else just made.
+fn unlink_if_same(name: &str, id: (u64, u64)) {
+    let object = sys::object_name(name);
+    if let Ok(fd) = sys::shm_open_existing(&object) {
+        if sys::identity(&fd).ok() == Some(id) {
+            let _ = sys::shm_unlink(&object);
+        }
     }
 }

@@ -77,10 +77,24 @@ pub(crate) enum ClaimError {
     Full,
 }
 
+/// Per-slot liveness locks: a joiner locks a slot before claiming it, so a
+/// sweeper never mistakes a slot being claimed for a dead one.
+pub(crate) trait SlotLocks {
+    /// Takes slot `slot`'s lock; `false` if someone holds it.
+    fn try_lock(&self, slot: u32) -> bool;
+    /// Releases slot `slot`'s lock.
+    fn unlock(&self, slot: u32);
+}
+
 /// Claims a free slot under `name`. On success the slot is `CLAIMING`
-/// under the returned generation; the caller prepares the mailbox and then
-/// calls [`activate`].
-pub(crate) fn claim(mapped: &Mapped, name: &str, strategy: u32) -> Result<(u32, u32), ClaimError> {
+/// under the returned generation and its lock is held; the caller prepares
+/// the mailbox and then calls [`activate`].
+pub(crate) fn claim(
+    mapped: &Mapped,
+    name: &str,
+    strategy: u32,
+    locks: &dyn SlotLocks,
+) -> Result<(u32, u32), ClaimError> {
     let words = encode_name(name);
     let n = mapped.layout.config.max_participants;
     if lookup_words(mapped, &words).is_some() {
@@ -88,21 +102,23 @@ pub(crate) fn claim(mapped: &Mapped, name: &str, strategy: u32) -> Result<(u32, 
     }
     for slot in 0..n {
         let view = mapped.slot(slot);
-        let state = view.state.load(Ordering::Acquire);
-        if status(state) != FREE {
+        if status(view.state.load(Ordering::Acquire)) != FREE || !locks.try_lock(slot) {
             continue;
         }
+        let state = view.state.load(Ordering::Acquire);
         let gen = generation(state).wrapping_add(1);
-        if view
-            .state
-            .compare_exchange(
-                state,
-                pack(gen, RESERVED),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
+        if status(state) != FREE
+            || view
+                .state
+                .compare_exchange(
+                    state,
+                    pack(gen, RESERVED),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_err()
         {
+            locks.unlock(slot);
             continue;
         }
         for (w, v) in view.name.iter().zip(words) {
@@ -110,10 +126,12 @@ pub(crate) fn claim(mapped: &Mapped, name: &str, strategy: u32) -> Result<(u32, 
         }
         view.pid.store(crate::sys::pid(), Ordering::Relaxed);
         view.strategy.store(strategy, Ordering::Relaxed);
+        view.taking.store(0, Ordering::Relaxed);
         // SYNC POINT: SeqCst publication and scan; see the module docs.
         view.state.store(pack(gen, CLAIMING), Ordering::SeqCst);
         if name_is_contested(mapped, slot, &words) {
             view.state.store(pack(gen, FREE), Ordering::Release);
+            locks.unlock(slot);
             return Err(ClaimError::NameTaken);
         }
         return Ok((slot, gen));
@@ -173,6 +191,14 @@ pub(crate) fn lookup(mapped: &Mapped, name: &str) -> Option<(u32, u32)> {
 #[inline]
 pub(crate) fn is_active(mapped: &Mapped, slot: u32, gen: u32) -> bool {
     mapped.slot(slot).state.load(Ordering::Acquire) == pack(gen, ACTIVE)
+}
+
+/// Marks a slot whose owner died as leaving, whatever state it was in.
+pub(crate) fn mark_leaving(mapped: &Mapped, slot: u32, gen: u32) {
+    mapped
+        .slot(slot)
+        .state
+        .store(pack(gen, LEAVING), Ordering::SeqCst);
 }
 
 /// First step of leaving: senders now see the participant as gone.

@@ -160,3 +160,91 @@ impl Futex for SharedFutex {
 pub(crate) fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
+
+/// Kind of an open-file-description lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// `F_RDLCK`: many holders.
+    Shared,
+    /// `F_WRLCK`: one holder.
+    Exclusive,
+}
+
+fn flock(kind: libc::c_int, byte: u64) -> libc::flock {
+    // SAFETY: `flock` is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+fn lock_type(kind: LockKind) -> libc::c_int {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    }
+}
+
+fn fcntl_lock(fd: &OwnedFd, cmd: libc::c_int, fl: &mut libc::flock) -> Result<(), Errno> {
+    use rustix::fd::AsRawFd;
+    // SAFETY: `fl` is a valid, exclusively borrowed `struct flock` for the
+    // duration of the call, as `F_OFD_*` commands require.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) };
+    if r == -1 {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `fcntl(fd, F_OFD_SETLK, {kind, byte, 1})`: takes a lock on one byte of
+/// the file without waiting. `Ok(false)` when another open file description
+/// holds a conflicting lock. The kernel drops the lock when the description
+/// is closed — in particular when its process dies, however it dies.
+///
+/// See [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html),
+/// "Open file description locks".
+pub(crate) fn ofd_try_lock(fd: &OwnedFd, kind: LockKind, byte: u64) -> Result<bool, Errno> {
+    let mut fl = flock(lock_type(kind), byte);
+    match fcntl_lock(fd, libc::F_OFD_SETLK, &mut fl) {
+        Ok(()) => Ok(true),
+        Err(Errno::AGAIN | Errno::ACCESS) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `fcntl(fd, F_OFD_SETLK, {F_UNLCK, byte, 1})`.
+pub(crate) fn ofd_unlock(fd: &OwnedFd, byte: u64) {
+    let mut fl = flock(libc::F_UNLCK, byte);
+    let r = fcntl_lock(fd, libc::F_OFD_SETLK, &mut fl);
+    debug_assert!(r.is_ok(), "unlock failed: {r:?}");
+}
+
+/// `fcntl(fd, F_OFD_GETLK, {kind, byte, 1})`: whether another open file
+/// description holds a lock on `byte` that conflicts with `kind`.
+pub(crate) fn ofd_is_locked(fd: &OwnedFd, kind: LockKind, byte: u64) -> Result<bool, Errno> {
+    let mut fl = flock(lock_type(kind), byte);
+    fcntl_lock(fd, libc::F_OFD_GETLK, &mut fl)?;
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}
+
+/// Opens `/proc/self/fd/N`: a new open file description of the same
+/// object (even if its name was removed), so its locks are its own.
+pub(crate) fn reopen(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    use rustix::fd::AsRawFd;
+    rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Device and inode of an open object, to tell two objects of one name apart.
+pub(crate) fn identity(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}

@@ -79,12 +79,31 @@ fn open_takes_the_config_from_the_header() {
     let opened = Region::open(&name.0).unwrap();
     assert!(!opened.created());
     assert_eq!(opened.config(), &small());
-    let other = Region::open_or_create(&name.0, &Config::default()).unwrap();
-    assert_eq!(other.config(), &small(), "attacher used its own config");
+    let same = Region::open_or_create(&name.0, &small()).unwrap();
+    assert!(!same.created());
     assert!(matches!(
         Region::create(&name.0, &small()),
         Err(CreateError::AlreadyExists { .. })
     ));
+}
+
+#[test]
+fn a_different_config_recreates_only_an_unused_region() {
+    let name = Name::new("recreate");
+    let first = Region::create(&name.0, &small()).unwrap();
+    let other = small().with_mailbox_capacity(8);
+    let err = Region::open_or_create(&name.0, &other).unwrap_err();
+    assert!(matches!(err, OpenError::ConfigMismatch { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("mailbox 2") && text.contains("mailbox 8"),
+        "{text}"
+    );
+    drop(first);
+    let second = Region::open_or_create(&name.0, &other).unwrap();
+    assert!(second.created(), "an unused region is recreated");
+    assert_eq!(second.config(), &other);
+    assert_eq!(Region::open(&name.0).unwrap().config(), &other);
 }
 
 #[test]

@@ -130,14 +130,13 @@ fn send(region: &str, name: &str, to: &str, id: u32, count: u64) -> Result<Strin
     Ok(format!("sent={count}"))
 }
 
-/// Races `open_or_create` against the other racers at `start_ns`; each
-/// asks for a different mailbox capacity, so the config it reports shows
-/// whose config the region has.
+/// Races `open_or_create` against the other racers at `start_ns`, then
+/// joins; reports whether it created the region.
 fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
     let config = Config::default()
         .with_classes(&[SizeClass::new(64, 64)])
         .with_max_participants(16)
-        .with_mailbox_capacity(2 << index);
+        .with_mailbox_capacity(64);
     while (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -150,9 +149,18 @@ fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
     let _me = r
         .join(&format!("racer-{index}"))
         .map_err(|e| e.to_string())?;
+    // Stay until every racer has joined, so each one attaches to the same
+    // live region.
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = 0;
+    while seen < 8 && Instant::now() < deadline {
+        seen = seen.max(r.participants().len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Linger so the slower racers see everyone too.
+    std::thread::sleep(Duration::from_millis(300));
     Ok(format!(
-        "{} capacity={}",
+        "{} participants={seen}",
         if r.created() { "created" } else { "opened" },
-        r.config().mailbox_capacity()
     ))
 }

@@ -1,0 +1,205 @@
+//! Chunk hand-offs between holders, and the crash sweep.
+//!
+//! A chunk's holders word says who owns it (see `pool`). Hand-offs:
+//!
+//! * **send**: the sender (bit `S`) adds the receiver's bit `R` *before* it
+//!   publishes the chunk's offset, so the chunk is never unowned: `S → S|R`.
+//! * **take-over**: the receiver, on taking the entry from its queue, clears
+//!   the sender's bit: `S|R → R`. After its publishing CAS the sender touches
+//!   nothing, and the receiver announces the entry it is taking in its slot
+//!   (`taking`) before removing it from the queue.
+//! * **release**: a holder clears its bit; whoever clears the last one
+//!   returns the chunk to the pool.
+//!
+//! **Sweep.** A participant's slot is tied to an OFD lock on one byte of the
+//! region's file, which the kernel drops when the process dies, however it
+//! dies. A sweeper that can take that lock owns the dead slot (the lock also
+//! keeps two sweepers apart, and a sweeper killed mid-sweep releases it for
+//! the next one; every step below is idempotent). It then:
+//!
+//! 1. marks the slot `LEAVING`, so senders see the participant gone;
+//! 2. closes its queue and releases every entry in it (messages that were
+//!    addressed to the dead participant);
+//! 3. clears its bit on every chunk. A chunk it held alone returns to the
+//!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
+//!    `R`'s queue nor announced by `R` was never published: `R` never saw it,
+//!    so it returns to the pool too, and so does the message `D` announced
+//!    it was taking (`S|D`). Otherwise only `D`'s bit goes;
+//! 4. repairs the free bitmap (a releaser killed between its two steps);
+//! 5. frees the slot.
+//!
+//! Every holders update is a compare-and-swap from the value the decision
+//! was made on, so a receiver taking over concurrently either wins (and the
+//! sweeper re-decides) or finds its bit gone and leaves the entry alone.
+
+use crate::layout::{ChunkRef, Mapped};
+use crate::mailbox::Address;
+use crate::notify::Futex;
+use crate::pool::Released;
+use crate::registry;
+use std::sync::atomic::Ordering;
+
+/// What a sweep reclaimed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Dead participants whose slots were freed.
+    pub participants: u32,
+    /// Messages that were queued for them (released unread).
+    pub messages: u32,
+    /// Chunks returned to the pool.
+    pub chunks: u32,
+}
+
+impl std::ops::AddAssign for SweepReport {
+    fn add_assign(&mut self, other: Self) {
+        self.participants += other.participants;
+        self.messages += other.messages;
+        self.chunks += other.chunks;
+    }
+}
+
+/// Receiver side of a send: clears the sender's bit on `chunk`. Returns
+/// whether `bit` (the receiver) holds the chunk; `false` means the entry is
+/// not (or no longer) ours and must not be touched.
+pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
+    let header = m.chunk(chunk);
+    let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+    let sender_bit = if sender.slot < m.layout.config.max_participants {
+        1u64 << sender.slot
+    } else {
+        0
+    };
+    // Bounded: only a participant scribbling on the holders word can make
+    // this CAS fail more than once.
+    for _ in 0..64 {
+        let holders = header.holders.load(Ordering::Acquire);
+        if holders & bit == 0 {
+            return false;
+        }
+        if sender_bit == bit || holders & sender_bit == 0 {
+            return true;
+        }
+        if header
+            .holders
+            .compare_exchange(
+                holders,
+                holders & !sender_bit,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    header.holders.load(Ordering::Acquire) & bit != 0
+}
+
+/// Clears `bit` from `chunk`; the last holder returns it to the pool and
+/// wakes blocked loaners. Returns whether the chunk was freed.
+pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64) -> bool {
+    if m.pool(chunk.class).release(chunk.index, bit) == Released::Freed {
+        m.pool_waiters(chunk.class).notify(futex);
+        true
+    } else {
+        false
+    }
+}
+
+/// Takes over and releases a queue entry nobody will read.
+pub(crate) fn discard<F: Futex>(m: &Mapped, futex: &F, value: u32, bit: u64) {
+    if let Ok(chunk) = m.decode(value) {
+        if take_over(m, chunk, bit) {
+            release(m, futex, chunk, bit);
+        }
+    }
+}
+
+/// Whether the send of `chunk` reached its destination: the entry is in
+/// the receiver's queue, or the receiver announced it is taking it.
+fn published(m: &Mapped, chunk: ChunkRef) -> bool {
+    let dest = Address::unpack(m.chunk(chunk).dest.load(Ordering::Relaxed));
+    if dest.slot >= m.layout.config.max_participants {
+        return false;
+    }
+    let value = m.encode(chunk);
+    // SYNC POINT: a receiver announces before it re-arms the cell (release);
+    // our acquire loads of the cells then of `taking` see one or the other.
+    m.mailbox(dest.slot).queue.contains(value)
+        || m.slot(dest.slot).taking.load(Ordering::Acquire) == value
+}
+
+/// Clears dead slot `slot`'s bit from `chunk`; `taking` is the entry the
+/// dead participant announced it was receiving. Returns whether the chunk
+/// was freed.
+fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
+    let bit = 1u64 << slot;
+    let header = m.chunk(chunk);
+    for _ in 0..64 {
+        let holders = header.holders.load(Ordering::Acquire);
+        if holders & bit == 0 {
+            return false;
+        }
+        let others = holders & !bit;
+        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        // A send of ours that never reached the receiver's queue, or a
+        // message we were in the middle of taking over: nobody else will
+        // ever look at the chunk again.
+        let unsent = others != 0 && sender.slot == slot && !published(m, chunk);
+        let dest = Address::unpack(header.dest.load(Ordering::Relaxed));
+        let half_taken =
+            taking != 0 && m.encode(chunk) == taking && dest.slot == slot && sender.slot != slot;
+        let new = if unsent || half_taken { 0 } else { others };
+        if header
+            .holders
+            .compare_exchange(holders, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            if new == 0 {
+                m.pool(chunk.class).mark_free(chunk.index);
+                return true;
+            }
+            return false;
+        }
+    }
+    false
+}
+
+/// Reclaims the slot of a dead participant. The caller holds the slot's
+/// liveness lock (so the owner is dead and no other sweeper is here).
+pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport {
+    let view = m.slot(slot);
+    let state = view.state.load(Ordering::Acquire);
+    if registry::status(state) == registry::FREE {
+        return SweepReport::default();
+    }
+    let generation = registry::generation(state);
+    registry::mark_leaving(m, slot, generation);
+    let bit = 1u64 << slot;
+    let mailbox = m.mailbox(slot);
+    let mut report = SweepReport {
+        participants: 1,
+        ..SweepReport::default()
+    };
+    mailbox.queue.close(|value| {
+        report.messages += 1;
+        discard(m, futex, value, bit);
+    });
+    mailbox.room.notify(futex);
+    let taking = view.taking.load(Ordering::Acquire);
+    for (class, layout) in m.layout.classes.iter().enumerate() {
+        let class = class as u8;
+        let mut freed = 0;
+        for index in 0..layout.count {
+            freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot, taking));
+        }
+        freed += m.pool(class).repair();
+        if freed > 0 {
+            m.pool_waiters(class).notify(futex);
+        }
+        report.chunks += freed;
+    }
+    view.taking.store(0, Ordering::Release);
+    registry::finish_leave(m, slot, generation);
+    report
+}
