@@ -312,6 +312,15 @@ impl Drop for HeapBuf {
 }
 
 impl Backing {
+    /// Copies `bytes` to the start of a heap backing (for the fuzz entry
+    /// points).
+    pub(crate) fn copy_from(&self, bytes: &[u8]) {
+        assert!(matches!(self, Backing::Heap(_)) && bytes.len() <= self.len());
+        // SAFETY: in bounds (checked above); a heap backing nobody else can
+        // see yet, so no concurrent access.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base(), bytes.len()) }
+    }
+
     fn base(&self) -> *mut u8 {
         match self {
             Backing::Shm(m) => m.as_ptr(),
@@ -445,6 +454,14 @@ impl Mapped {
         assert!(off % 8 == 0 && off + 8 * n as u64 <= self.layout.total_size);
         // SAFETY: `n` aligned words in bounds, accessed only atomically.
         unsafe { std::slice::from_raw_parts(self.backing.base().add(off as usize).cast(), n) }
+    }
+
+    /// A copy of every byte of a heap-backed region (for the fuzz seeds).
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        assert!(matches!(self.backing, Backing::Heap(_)));
+        // SAFETY: the whole backing is in bounds; heap-backed and owned by
+        // `self`, which the caller has not shared.
+        unsafe { std::slice::from_raw_parts(self.backing.base(), self.backing.len()) }.to_vec()
     }
 
     pub(crate) fn header(&self) -> HeaderWords<'_> {

@@ -82,6 +82,9 @@ mod config;
 #[cfg(not(shmbox_loom))]
 mod error;
 #[cfg(not(shmbox_loom))]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(not(shmbox_loom))]
 mod layout;
 #[cfg(not(shmbox_loom))]
 mod mailbox;

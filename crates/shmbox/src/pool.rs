@@ -158,6 +158,17 @@ impl<'a, H: Holders> Pool<'a, H> {
             .count() as u32
     }
 
+    /// Number of chunks held, but by none of `live` (racy; for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn held_without(&self, live: u64) -> u32 {
+        (0..self.count)
+            .filter(|&i| {
+                let holders = self.chunks.holders(i).load(Ordering::Relaxed);
+                holders != 0 && holders & live == 0
+            })
+            .count() as u32
+    }
+
     /// Number of chunks whose holders word is zero (racy; for inspection).
     pub(crate) fn free_count(&self) -> u32 {
         (0..self.count)

@@ -74,6 +74,10 @@ pub struct ClassUsage {
     pub count: u32,
     /// Chunks nobody holds.
     pub free: u32,
+    /// Chunks held only by participants that are dead (or gone): what the
+    /// next [`Region::sweep`] will return to the pool. Zero right after a
+    /// sweep.
+    pub held_by_dead: u32,
 }
 
 /// A participant as seen in the table.
@@ -486,16 +490,33 @@ impl Region {
     /// stopping anyone, so they are a snapshot of a moving target.
     pub fn pool_usage(&self) -> Vec<ClassUsage> {
         let m = self.mapped();
+        let live = self.live_bits();
         m.layout
             .classes
             .iter()
             .enumerate()
-            .map(|(c, cl)| ClassUsage {
-                size: cl.size,
-                count: cl.count,
-                free: m.pool(c as u8).free_count(),
+            .map(|(c, cl)| {
+                let pool = m.pool(c as u8);
+                ClassUsage {
+                    size: cl.size,
+                    count: cl.count,
+                    free: pool.free_count(),
+                    held_by_dead: pool.held_without(live),
+                }
             })
             .collect()
+    }
+
+    /// Holder bits of participants that are alive, or whose slot a sweeper
+    /// is reclaiming right now.
+    fn live_bits(&self) -> u64 {
+        let m = self.mapped();
+        (0..m.layout.config.max_participants)
+            .filter(|&slot| {
+                let state = m.slot(slot).state.load(Ordering::Acquire);
+                registry::status(state) != registry::FREE && !self.is_dead(slot)
+            })
+            .fold(0, |bits, slot| bits | 1u64 << slot)
     }
 
     /// The live participants.

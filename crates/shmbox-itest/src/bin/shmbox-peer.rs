@@ -4,12 +4,14 @@
 //! shmbox-peer recv REGION NAME SENDERS PER_SENDER STRATEGY
 //! shmbox-peer send REGION NAME TO SENDER_ID COUNT
 //! shmbox-peer race REGION INDEX START_UNIX_NS
+//! shmbox-peer torture REGION INDEX PEERS LOG_DIR STOP_FILE SEED
 //! ```
 //!
 //! Each prints one line starting with `ok` or `FAIL` and exits 0 or 1.
 
 use shmbox::{Config, Region, SizeClass, WaitStrategy};
-use shmbox_itest::{fill, message_len, verify};
+use shmbox_itest::{fill, message_len, mix, verify};
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a peer waits for a message or for its counterpart before it
@@ -30,6 +32,14 @@ fn main() {
             num(&args[5]),
         ),
         Some("race") if args.len() == 4 => race(&args[1], num(&args[2]) as u32, num(&args[3])),
+        Some("torture") if args.len() == 7 => torture(
+            &args[1],
+            num(&args[2]) as u32,
+            num(&args[3]) as u32,
+            &args[4],
+            &args[5],
+            num(&args[6]),
+        ),
         _ => Err(format!("bad arguments: {args:?}")),
     };
     match result {
@@ -163,4 +173,135 @@ fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
         "{} participants={seen}",
         if r.created() { "created" } else { "opened" },
     ))
+}
+
+/// One participant of the kill-torture test. Until `stop_file` exists it
+/// sends checksummed, sequence-numbered messages of every size class to
+/// random peers, receives, holds loans and messages for a while, and
+/// sometimes dawdles so mailboxes fill and senders block. Every message it
+/// sent (`S`) or received (`R`) goes to `LOG_DIR/p<INDEX>.<generation>.log`
+/// as `S sender seq dest_index dest_generation` / `R sender seq`, where
+/// `sender` packs the sender's index and generation. It prints `ready
+/// <generation>` once joined. When stopped it drains its mailbox and exits.
+fn torture(
+    region: &str,
+    index: u32,
+    peers: u32,
+    log_dir: &str,
+    stop_file: &str,
+    seed: u64,
+) -> Result<String, String> {
+    let region = Region::open(region).map_err(|e| e.to_string())?;
+    let strategy = [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Park,
+    ][(seed % 3) as usize];
+    let me = region
+        .join_with(&format!("p{index}"), strategy)
+        .map_err(|e| e.to_string())?;
+    let generation = me.address().generation();
+    let id = (index << 16) | (generation & 0xffff);
+    let path = format!("{log_dir}/p{index}.{generation}.log");
+    // Unbuffered: one write per line, so a kill loses at most the line
+    // being written.
+    let mut log = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    println!("ready {generation}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let classes = class_sizes(&region);
+    let short = Duration::from_millis(50);
+    let mut rng = seed ^ u64::from(id) << 32;
+    let mut next = || {
+        rng = mix(rng);
+        rng
+    };
+    let mut seq = 0u64;
+    let mut held_messages = Vec::new();
+    let mut held_loans = Vec::new();
+    let mut received = 0u64;
+    let mut sent = 0u64;
+    let stop = std::path::Path::new(stop_file);
+    let mut step = 0u64;
+    let (mut no_loan, mut full, mut gone) = (0u64, 0u64, 0u64);
+    while !(step.is_multiple_of(8) && stop.exists()) {
+        step += 1;
+        match next() % 16 {
+            0..=6 => {
+                let to = (index + 1 + (next() % u64::from(peers - 1)) as u32) % peers;
+                let Ok(dest) = region.address(&format!("p{to}")) else {
+                    continue;
+                };
+                let len = message_len(id, seq, &classes);
+                let Ok(mut loan) = me.loan_timeout(len, short) else {
+                    no_loan += 1;
+                    continue;
+                };
+                fill(&mut loan, id, seq);
+                match me.send_timeout(loan, &dest, short) {
+                    Ok(()) => {
+                        writeln!(log, "S {id} {seq} {to} {}", dest.generation())
+                            .map_err(|e| e.to_string())?;
+                        sent += 1;
+                    }
+                    Err(shmbox::SendTimeoutError::Timeout(_)) => full += 1,
+                    Err(shmbox::SendTimeoutError::Disconnected(_)) => gone += 1,
+                }
+                seq += 1;
+            }
+            7..=11 => {
+                let wait = Duration::from_micros(next() % 3000);
+                if let Ok(msg) = me.recv_timeout(wait) {
+                    check(&msg, &mut log)?;
+                    received += 1;
+                    if next() % 4 == 0 && held_messages.len() < 3 {
+                        held_messages.push(msg);
+                    }
+                }
+            }
+            12 => {
+                held_messages.clear();
+            }
+            13 => {
+                if held_loans.len() < 2 {
+                    let len = message_len(id, next(), &classes);
+                    if let Ok(loan) = me.try_loan(len) {
+                        held_loans.push(loan);
+                    }
+                } else {
+                    held_loans.clear();
+                }
+            }
+            14 => std::thread::sleep(Duration::from_micros(next() % 5000)),
+            _ => {
+                if next() % 8 == 0 {
+                    region.sweep();
+                }
+            }
+        }
+    }
+    held_messages.clear();
+    held_loans.clear();
+    // The others stop sending within one step of the stop file appearing:
+    // keep receiving for a while, then until the mailbox stays quiet.
+    let until = Instant::now() + Duration::from_secs(1);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok(msg) = me.recv_timeout(left) {
+            check(&msg, &mut log)?;
+            received += 1;
+        }
+    }
+    while let Ok(msg) = me.recv_timeout(Duration::from_millis(300)) {
+        check(&msg, &mut log)?;
+        received += 1;
+    }
+    log.flush().map_err(|e| e.to_string())?;
+    Ok(format!(
+        "sent={sent} received={received} steps={step} no_loan={no_loan} full={full} gone={gone}"
+    ))
+}
+
+/// Verifies a torture message and logs its receipt.
+fn check(msg: &shmbox::Message<'_>, log: &mut impl Write) -> Result<(), String> {
+    let (sender, seq) = verify(msg)?;
+    writeln!(log, "R {sender} {seq}").map_err(|e| e.to_string())
 }

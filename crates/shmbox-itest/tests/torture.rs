@@ -1,0 +1,266 @@
+//! Kill torture: participants exchange checksummed, sequence-numbered
+//! messages through every size class while the driver SIGKILLs a random one
+//! at a random moment and restarts it, again and again (200 kills by
+//! default; `SHMBOX_KILLS=1000` for a soak, `SHMBOX_TORTURE_SEED` to replay).
+//!
+//! At the end every survivor must stop cleanly, the pool must be full
+//! again after a sweep, no message may be corrupt or delivered twice, and
+//! every message that was sent but never received must have been addressed
+//! to a participant that was killed.
+
+use shmbox::{Config, Region, SizeClass};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PEER: &str = env!("CARGO_BIN_EXE_shmbox-peer");
+const PEERS: u32 = 4;
+
+/// A region name, log directory and stop file unique to this run; all
+/// removed on drop.
+struct Scratch {
+    region: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Region::remove(&self.region);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    generation: u32,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_peer(s: &Scratch, index: u32, seed: u64) -> Peer {
+    let mut child = Command::new(PEER)
+        .args([
+            "torture",
+            &s.region,
+            &index.to_string(),
+            &PEERS.to_string(),
+            s.dir.to_str().unwrap(),
+            s.dir.join("stop").to_str().unwrap(),
+            &seed.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn peer");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut peer = Peer {
+        child,
+        lines,
+        generation: 0,
+    };
+    match peer.lines.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) if line.starts_with("ready ") => {
+            peer.generation = line[6..].parse().unwrap();
+            peer
+        }
+        other => panic!("peer p{index} did not start: {other:?}"),
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    shmbox_itest::mix(x)
+}
+
+fn config() -> Config {
+    Config::default()
+        .with_classes(&[
+            SizeClass::new(64, 64),
+            SizeClass::new(256, 32),
+            SizeClass::new(1024, 16),
+            SizeClass::new(4096, 8),
+            SizeClass::new(8192, 8),
+        ])
+        .with_max_participants(8)
+        .with_mailbox_capacity(16)
+}
+
+#[test]
+fn kill_torture() {
+    let kills: u32 = std::env::var("SHMBOX_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let seed: u64 = std::env::var("SHMBOX_TORTURE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(now.as_nanos() as u64);
+    eprintln!("kill torture: {kills} kills, seed {seed} (SHMBOX_TORTURE_SEED to replay)");
+    let tag = format!("{}-{}", std::process::id(), now.subsec_nanos());
+    let scratch = Scratch {
+        region: format!("itest-torture-{tag}"),
+        dir: std::env::temp_dir().join(format!("shmbox-torture-{tag}")),
+    };
+    std::fs::create_dir_all(&scratch.dir).unwrap();
+    let region = Region::create(&scratch.region, &config()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+
+    let mut rng = seed;
+    let mut next = || {
+        rng = mix(rng);
+        rng
+    };
+    let mut peers: Vec<Peer> = (0..PEERS)
+        .map(|i| spawn_peer(&scratch, i, next()))
+        .collect();
+    let mut killed: HashSet<(u32, u32)> = HashSet::new();
+    let mut swept = shmbox::SweepReport::default();
+    for k in 0..kills {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: torture ran out of time after {k} kills"
+        );
+        std::thread::sleep(Duration::from_micros(5_000 + next() % 55_000));
+        let i = (next() % u64::from(PEERS)) as usize;
+        for (j, p) in peers.iter_mut().enumerate() {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!(
+                    "survivor p{j} exited by itself ({status}): {:?}",
+                    p.lines.try_iter().collect::<Vec<_>>()
+                );
+            }
+        }
+        peers[i].child.kill().unwrap();
+        peers[i].child.wait().unwrap();
+        killed.insert((i as u32, peers[i].generation & 0xffff));
+        if k % 8 == 0 {
+            // Right after a sweep, every held chunk has a live holder.
+            swept += region.sweep();
+            for class in region.pool_usage() {
+                assert_eq!(class.held_by_dead, 0, "after kill {k}: {class:?}");
+            }
+        }
+        peers[i] = spawn_peer(&scratch, i as u32, next());
+    }
+
+    // Stop everyone; each drains its mailbox and exits on its own.
+    std::fs::write(scratch.dir.join("stop"), b"").unwrap();
+    let stop_by = Instant::now() + Duration::from_secs(60);
+    for (i, p) in peers.iter_mut().enumerate() {
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                let lines: Vec<_> = p.lines.try_iter().collect();
+                assert!(status.success(), "p{i} failed: {lines:?}");
+                assert!(
+                    lines.last().is_some_and(|l| l.starts_with("ok ")),
+                    "p{i}: {lines:?}"
+                );
+                eprintln!("p{i}: {}", lines.last().unwrap());
+                break;
+            }
+            assert!(
+                Instant::now() < stop_by,
+                "watchdog: p{i} did not stop (hung survivor)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    swept += region.sweep();
+
+    // Nothing leaked.
+    assert!(
+        region.participants().is_empty(),
+        "{:?}",
+        region.participants()
+    );
+    for class in region.pool_usage() {
+        assert_eq!(
+            class.free, class.count,
+            "size class {} leaked chunks",
+            class.size
+        );
+    }
+
+    // Every message: received at most once, by the participant it was sent
+    // to; sent-but-lost only towards killed participants.
+    let mut sent: HashMap<(u32, u64), (u32, u32)> = HashMap::new();
+    let mut received: HashMap<(u32, u64), (u32, u32)> = HashMap::new();
+    for entry in std::fs::read_dir(&scratch.dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = file.strip_suffix(".log") else {
+            continue;
+        };
+        let (index, generation) = stem[1..].split_once('.').unwrap();
+        let me: (u32, u32) = (
+            index.parse().unwrap(),
+            generation.parse::<u32>().unwrap() & 0xffff,
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A killed participant's last line may be cut short.
+        for line in text.lines().filter(|l| l.split(' ').count() >= 3) {
+            let f: Vec<&str> = line.split(' ').collect();
+            let (id, seq) = (f[1].parse::<u32>().unwrap(), f[2].parse::<u64>().unwrap());
+            match (f[0], f.len()) {
+                ("S", 5) => {
+                    let dest = (f[3].parse().unwrap(), f[4].parse::<u32>().unwrap() & 0xffff);
+                    sent.insert((id, seq), dest);
+                }
+                ("R", 3) => {
+                    if let Some(first) = received.insert((id, seq), me) {
+                        panic!("message {id:#x}/{seq} delivered twice: to {first:?} and {me:?}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let sender_of = |id: u32| (id >> 16, id & 0xffff);
+    for (key, receiver) in &received {
+        match sent.get(key) {
+            Some(dest) => assert_eq!(
+                dest, receiver,
+                "message {key:?} delivered to the wrong participant"
+            ),
+            None => assert!(
+                killed.contains(&sender_of(key.0)),
+                "message {key:?} received but never logged as sent by a live sender"
+            ),
+        }
+    }
+    let mut lost = 0;
+    for (key, dest) in &sent {
+        if !received.contains_key(key) {
+            assert!(
+                killed.contains(dest),
+                "message {key:?} to live participant {dest:?} was lost"
+            );
+            lost += 1;
+        }
+    }
+    eprintln!(
+        "kill torture: {kills} kills, {} messages sent, {} received, {lost} lost (all to killed participants); \
+         driver sweeps reclaimed {} participants, {} chunks",
+        sent.len(),
+        received.len(),
+        swept.participants,
+        swept.chunks
+    );
+    assert!(
+        received.len() > kills as usize,
+        "too little traffic to mean anything"
+    );
+}

@@ -1,0 +1,54 @@
+//! Entry points for the fuzz targets in `fuzz/`. Not part of the API:
+//! hidden from the docs and free to change.
+
+use crate::layout::{self, Backing, HeapBuf, Mapped};
+
+/// Validates `bytes` as a whole region image, as [`Region::open`] does with
+/// a mapped object, and when it passes, decodes every mailbox cell and
+/// reads every chunk header the way a receiver would. Returns what it
+/// found wrong; must never panic, loop or touch memory out of bounds.
+///
+/// [`Region::open`]: crate::Region::open
+pub fn check_region_image(bytes: &[u8]) -> Result<usize, String> {
+    let buf = HeapBuf::new(bytes.len().max(1));
+    let backing = Backing::Heap(buf);
+    backing.copy_from(bytes);
+    let layout = layout::validate(&backing, bytes.len() as u64).map_err(|e| e.to_string())?;
+    let mapped = Mapped::new(backing, layout);
+    let mut entries = 0;
+    for slot in 0..mapped.layout.config.max_participants {
+        let queue = &mapped.mailbox(slot).queue;
+        let mut drained = Vec::new();
+        queue.close(|v| drained.push(v));
+        for value in drained {
+            if let Ok(chunk) = mapped.decode(value) {
+                let header = mapped.chunk(chunk);
+                let (_, capacity) = mapped.payload(chunk);
+                let len = header.len.load(std::sync::atomic::Ordering::Relaxed);
+                if len <= capacity as u64 {
+                    entries += 1;
+                }
+            }
+        }
+        queue.reopen();
+    }
+    Ok(entries)
+}
+
+/// Decodes `value` as a mailbox entry of a region with `config`'s layout.
+pub fn decode_entry(config: &crate::Config, value: u32) -> Option<(u8, u32)> {
+    let layout = layout::Layout::compute(config);
+    let mapped = Mapped::new(
+        Backing::Heap(HeapBuf::new(layout.total_size as usize)),
+        layout,
+    );
+    mapped.decode(value).ok().map(|c| (c.class, c.index))
+}
+
+/// The bytes of a freshly created region with `config`, as a seed.
+pub fn fresh_region_image(config: &crate::Config) -> Vec<u8> {
+    let layout = layout::Layout::compute(config);
+    let size = layout.total_size as usize;
+    let mapped = layout::create_in(Backing::Heap(HeapBuf::new(size)), layout);
+    mapped.to_vec()
+}
