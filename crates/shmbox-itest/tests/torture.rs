@@ -35,7 +35,8 @@ impl Drop for Scratch {
 struct Peer {
     child: Child,
     lines: mpsc::Receiver<String>,
-    generation: u32,
+    /// Its address (slot, generation & 0xffff): unique to the incarnation.
+    address: (u32, u32),
 }
 
 impl Drop for Peer {
@@ -69,11 +70,15 @@ fn spawn_peer(s: &Scratch, index: u32, seed: u64) -> Peer {
     let mut peer = Peer {
         child,
         lines,
-        generation: 0,
+        address: (0, 0),
     };
     match peer.lines.recv_timeout(Duration::from_secs(20)) {
         Ok(line) if line.starts_with("ready ") => {
-            peer.generation = line[6..].parse().unwrap();
+            let (slot, generation) = line[6..].split_once(' ').unwrap();
+            peer.address = (
+                slot.parse().unwrap(),
+                generation.parse::<u32>().unwrap() & 0xffff,
+            );
             peer
         }
         other => panic!("peer p{index} did not start: {other:?}"),
@@ -145,7 +150,7 @@ fn kill_torture() {
         }
         peers[i].child.kill().unwrap();
         peers[i].child.wait().unwrap();
-        killed.insert((i as u32, peers[i].generation & 0xffff));
+        killed.insert(peers[i].address);
         if k % 8 == 0 {
             // Right after a sweep, every held chunk has a live holder.
             swept += region.sweep();
@@ -204,28 +209,39 @@ fn kill_torture() {
         let Some(stem) = file.strip_suffix(".log") else {
             continue;
         };
-        let (index, generation) = stem[1..].split_once('.').unwrap();
+        let (slot, generation) = stem[1..].split_once('.').unwrap();
         let me: (u32, u32) = (
-            index.parse().unwrap(),
+            slot.parse().unwrap(),
             generation.parse::<u32>().unwrap() & 0xffff,
         );
         let text = std::fs::read_to_string(&path).unwrap();
-        // A killed participant's last line may be cut short.
-        for line in text.lines().filter(|l| l.split(' ').count() >= 3) {
+        // A killed participant's last line may be cut short; no other.
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
             let f: Vec<&str> = line.split(' ').collect();
-            let (id, seq) = (f[1].parse::<u32>().unwrap(), f[2].parse::<u64>().unwrap());
-            match (f[0], f.len()) {
-                ("S", 5) => {
-                    let dest = (f[3].parse().unwrap(), f[4].parse::<u32>().unwrap() & 0xffff);
-                    sent.insert((id, seq), dest);
-                }
-                ("R", 3) => {
-                    if let Some(first) = received.insert((id, seq), me) {
-                        panic!("message {id:#x}/{seq} delivered twice: to {first:?} and {me:?}");
+            let parsed = match (f[0], f.len()) {
+                ("S", 5) => (|| {
+                    let key = (f[1].parse::<u32>().ok()?, f[2].parse::<u64>().ok()?);
+                    let dest = (
+                        f[3].parse::<u32>().ok()?,
+                        f[4].parse::<u32>().ok()? & 0xffff,
+                    );
+                    sent.insert(key, dest);
+                    Some(())
+                })(),
+                ("R", 3) => (|| {
+                    let key = (f[1].parse::<u32>().ok()?, f[2].parse::<u64>().ok()?);
+                    if let Some(first) = received.insert(key, me) {
+                        panic!("message {key:?} delivered twice: to {first:?} and {me:?}");
                     }
-                }
-                _ => {}
-            }
+                    Some(())
+                })(),
+                _ => None,
+            };
+            assert!(
+                parsed.is_some() || n + 1 == lines.len(),
+                "{file}: bad line {n}: {line:?}"
+            );
         }
     }
     let sender_of = |id: u32| (id >> 16, id & 0xffff);

@@ -177,6 +177,66 @@ impl<'a, H: Holders> Pool<'a, H> {
     }
 }
 
+/// Receiver side of a send: clears `sender_bit` from a chunk's holders
+/// word if `bit` (the receiver) holds it. Returns whether `bit` holds the
+/// chunk; `false` means the entry is not (or no longer) the receiver's and
+/// must not be touched.
+///
+/// Bounded: only a participant scribbling on the word can make the CAS
+/// fail more than once.
+pub(crate) fn take_over(holders: &AtomicU64, bit: u64, sender_bit: u64) -> bool {
+    for _ in 0..64 {
+        let current = holders.load(Ordering::Acquire);
+        if current & bit == 0 {
+            return false;
+        }
+        if sender_bit == bit || current & sender_bit == 0 {
+            return true;
+        }
+        if holders
+            .compare_exchange(
+                current,
+                current & !sender_bit,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    holders.load(Ordering::Acquire) & bit != 0
+}
+
+/// Sweeper side: clears dead holder `bit` from a chunk's holders word.
+/// `abandoned()` tells whether the other holders will never look at the
+/// chunk (an unfinished send, a half-received message); then the chunk is
+/// freed outright. Every update is a CAS from the value the decision was
+/// made on. Returns whether the chunk became free (the caller marks it in
+/// the bitmap).
+#[cfg_attr(shmbox_loom, allow(dead_code))]
+pub(crate) fn reclaim(holders: &AtomicU64, bit: u64, abandoned: impl Fn() -> bool) -> bool {
+    for _ in 0..64 {
+        let current = holders.load(Ordering::Acquire);
+        if current & bit == 0 {
+            return false;
+        }
+        let others = current & !bit;
+        let new = if others != 0 && abandoned() {
+            0
+        } else {
+            others
+        };
+        if holders
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return new == 0;
+        }
+    }
+    false
+}
+
 #[cfg(all(test, not(shmbox_loom)))]
 mod tests {
     use super::*;
@@ -281,6 +341,79 @@ mod loom_tests {
             // Every free chunk is findable again.
             assert!(pool.try_claim(1, 0).is_some());
             assert!(pool.try_claim(1, 0).is_some());
+        });
+    }
+
+    /// A sender died after publishing a chunk to a live receiver; the
+    /// receiver takes it while a sweeper reclaims the dead sender's bit.
+    /// The sweeper decides "abandoned" from the queue and the receiver's
+    /// announcement, exactly as `sweep` does. Whatever the interleaving,
+    /// the chunk is never both freed by the sweeper and kept by the
+    /// receiver, and it is freed exactly once in the end.
+    #[test]
+    fn sweep_races_receiver_take_over() {
+        use crate::queue::OffsetQueue;
+        use crate::sync::AtomicU32;
+        const S: u64 = 1; // dead sender
+        const R: u64 = 2; // live receiver
+        const VALUE: u32 = 5;
+        loom::model(|| {
+            struct Shared {
+                holders: AtomicU64,
+                taking: AtomicU32,
+                tail: AtomicU64,
+                head: AtomicU64,
+                cells: Vec<AtomicU64>,
+            }
+            let sh = Arc::new(Shared {
+                holders: AtomicU64::new(S | R),
+                taking: AtomicU32::new(0),
+                tail: AtomicU64::new(0),
+                head: AtomicU64::new(0),
+                cells: (0..2).map(|_| AtomicU64::new(0)).collect(),
+            });
+            {
+                let q = OffsetQueue::new(&sh.tail, &sh.head, &sh.cells);
+                q.init();
+                q.reopen();
+                q.push(VALUE).unwrap(); // published before the sender died
+            }
+            let s2 = sh.clone();
+            let receiver = loom::thread::spawn(move || {
+                let q = OffsetQueue::new(&s2.tail, &s2.head, &s2.cells);
+                let v = q
+                    .pop_with(|v| s2.taking.store(v, Ordering::Relaxed))
+                    .unwrap();
+                let mine = take_over(&s2.holders, R, S);
+                s2.taking.store(0, Ordering::Release);
+                assert_eq!(v, VALUE);
+                // The receiver reads the message, then releases it.
+                mine && s2.holders.fetch_and(!R, Ordering::AcqRel) == R
+            });
+            let q = OffsetQueue::new(&sh.tail, &sh.head, &sh.cells);
+            let swept_free = reclaim(&sh.holders, S, || {
+                !(q.contains(VALUE) || sh.taking.load(Ordering::Acquire) == VALUE)
+            });
+            let receiver_freed = receiver.join().unwrap();
+            // Published and received: the sweeper must only drop S's bit.
+            assert!(!swept_free, "sweeper freed a chunk the receiver was taking");
+            assert!(receiver_freed, "the receiver did not end up freeing it");
+            assert_eq!(sh.holders.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    /// A sender died between marking the receiver and publishing: the
+    /// sweeper frees the chunk, and a (live) receiver never sees it.
+    #[test]
+    fn sweep_frees_an_unpublished_send() {
+        loom::model(|| {
+            let holders = Arc::new(AtomicU64::new(1 | 2));
+            let h2 = holders.clone();
+            let other = loom::thread::spawn(move || h2.load(Ordering::Acquire));
+            assert!(reclaim(&holders, 1, || true));
+            let seen = other.join().unwrap();
+            assert!(seen == 3 || seen == 0);
+            assert_eq!(holders.load(Ordering::Relaxed), 0);
         });
     }
 

@@ -91,6 +91,9 @@ pub struct ParticipantInfo {
     pub pid: u32,
     /// Messages waiting in its mailbox.
     pub queued: u64,
+    /// Whether its process is alive. A dead participant stays in the table
+    /// until a sweep reclaims it.
+    pub alive: bool,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -194,6 +197,13 @@ impl Region {
         loop {
             let size = sys::file_size(&fd).map_err(|e| io_err("fstat", e))?;
             let waited = started.elapsed();
+            // However the header changes under us, give up in bounded time.
+            if waited > 2 * INIT_WAIT {
+                return Err(OpenError::InitTimeout {
+                    name: name.into(),
+                    waited,
+                });
+            }
             if size < HEADER_SIZE {
                 if size > 0 {
                     return Err(OpenError::NotShmbox {
@@ -225,7 +235,9 @@ impl Region {
             let magic = words.magic.load(Ordering::Acquire);
             // SYNC POINT: pairs with the release store of READY in `create_in`.
             let ready = words.state.load(Ordering::Acquire) == STATE_READY;
-            if magic == 0 || (magic == layout::MAGIC && !ready) {
+            // Not ready yet (a zero magic on a ready region is corruption,
+            // which `validate` reports).
+            if (magic == 0 || magic == layout::MAGIC) && !ready {
                 if !creator_alive()? {
                     // Check `ready` once more: the creator may have finished
                     // and dropped its lock since we looked.
@@ -519,7 +531,8 @@ impl Region {
             .fold(0, |bits, slot| bits | 1u64 << slot)
     }
 
-    /// The live participants.
+    /// The participants in the table: the live ones, and dead ones that no
+    /// sweep has reclaimed yet (`alive == false`).
     pub fn participants(&self) -> Vec<ParticipantInfo> {
         let m = self.mapped();
         (0..m.layout.config.max_participants)
@@ -537,6 +550,7 @@ impl Region {
                     name: registry::decode_name(&registry::load_name(&view))?,
                     pid: view.pid.load(Ordering::Relaxed),
                     queued: m.mailbox(slot).queue.len(),
+                    alive: !self.is_dead(slot),
                 })
             })
             .collect()

@@ -35,7 +35,7 @@
 use crate::layout::{ChunkRef, Mapped};
 use crate::mailbox::Address;
 use crate::notify::Futex;
-use crate::pool::Released;
+use crate::pool::{self, Released};
 use crate::registry;
 use std::sync::atomic::Ordering;
 
@@ -58,9 +58,8 @@ impl std::ops::AddAssign for SweepReport {
     }
 }
 
-/// Receiver side of a send: clears the sender's bit on `chunk`. Returns
-/// whether `bit` (the receiver) holds the chunk; `false` means the entry is
-/// not (or no longer) ours and must not be touched.
+/// Receiver side of a send: clears the sender's bit on `chunk` (see
+/// [`pool::take_over`]). Returns whether `bit` (the receiver) holds it.
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     let header = m.chunk(chunk);
     let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
@@ -69,30 +68,7 @@ pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     } else {
         0
     };
-    // Bounded: only a participant scribbling on the holders word can make
-    // this CAS fail more than once.
-    for _ in 0..64 {
-        let holders = header.holders.load(Ordering::Acquire);
-        if holders & bit == 0 {
-            return false;
-        }
-        if sender_bit == bit || holders & sender_bit == 0 {
-            return true;
-        }
-        if header
-            .holders
-            .compare_exchange(
-                holders,
-                holders & !sender_bit,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
-            return true;
-        }
-    }
-    header.holders.load(Ordering::Acquire) & bit != 0
+    pool::take_over(header.holders, bit, sender_bit)
 }
 
 /// Clears `bit` from `chunk`; the last holder returns it to the pool and
@@ -106,12 +82,12 @@ pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64
     }
 }
 
-/// Takes over and releases a queue entry nobody will read.
-pub(crate) fn discard<F: Futex>(m: &Mapped, futex: &F, value: u32, bit: u64) {
-    if let Ok(chunk) = m.decode(value) {
-        if take_over(m, chunk, bit) {
-            release(m, futex, chunk, bit);
-        }
+/// Takes over and releases a queue entry nobody will read. Returns
+/// whether its chunk went back to the pool.
+pub(crate) fn discard<F: Futex>(m: &Mapped, futex: &F, value: u32, bit: u64) -> bool {
+    match m.decode(value) {
+        Ok(chunk) if take_over(m, chunk, bit) => release(m, futex, chunk, bit),
+        _ => false,
     }
 }
 
@@ -133,36 +109,23 @@ fn published(m: &Mapped, chunk: ChunkRef) -> bool {
 /// dead participant announced it was receiving. Returns whether the chunk
 /// was freed.
 fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
-    let bit = 1u64 << slot;
     let header = m.chunk(chunk);
-    for _ in 0..64 {
-        let holders = header.holders.load(Ordering::Acquire);
-        if holders & bit == 0 {
-            return false;
-        }
-        let others = holders & !bit;
+    // A send of ours that never reached the receiver's queue, or a message
+    // we were in the middle of taking over: nobody else will ever look at
+    // the chunk again.
+    let abandoned = || {
         let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        // A send of ours that never reached the receiver's queue, or a
-        // message we were in the middle of taking over: nobody else will
-        // ever look at the chunk again.
-        let unsent = others != 0 && sender.slot == slot && !published(m, chunk);
         let dest = Address::unpack(header.dest.load(Ordering::Relaxed));
+        let unsent = sender.slot == slot && !published(m, chunk);
         let half_taken =
             taking != 0 && m.encode(chunk) == taking && dest.slot == slot && sender.slot != slot;
-        let new = if unsent || half_taken { 0 } else { others };
-        if header
-            .holders
-            .compare_exchange(holders, new, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            if new == 0 {
-                m.pool(chunk.class).mark_free(chunk.index);
-                return true;
-            }
-            return false;
-        }
+        unsent || half_taken
+    };
+    let freed = pool::reclaim(header.holders, 1u64 << slot, abandoned);
+    if freed {
+        m.pool(chunk.class).mark_free(chunk.index);
     }
-    false
+    freed
 }
 
 /// Reclaims the slot of a dead participant. The caller holds the slot's
@@ -183,7 +146,7 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
     };
     mailbox.queue.close(|value| {
         report.messages += 1;
-        discard(m, futex, value, bit);
+        report.chunks += u32::from(discard(m, futex, value, bit));
     });
     mailbox.room.notify(futex);
     let taking = view.taking.load(Ordering::Acquire);

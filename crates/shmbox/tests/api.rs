@@ -549,3 +549,27 @@ fn threads_exchange_many_messages_without_loss() {
     });
     assert_pool_full(&region);
 }
+
+#[test]
+fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
+    let _w = watchdog("abandoned region", Duration::from_secs(60));
+    // What a creator leaves when killed at each step: an empty object (right
+    // after shm_open), reserved but blank space (after fallocate), and a
+    // header with the magic but never marked ready.
+    let blank = vec![0u8; 1 << 20];
+    let mut half = blank.clone();
+    half[..8].copy_from_slice(b"SHMBOX\0\x01");
+    half[8] = 1; // version 1, state still "initialising"
+    for (what, bytes) in [("empty", &[][..]), ("blank", &blank[..]), ("half", &half[..])] {
+        let name = Name::new(&format!("abandoned-{what}"));
+        std::fs::write(name.path(), bytes).unwrap();
+        let err = Region::open(&name.0).unwrap_err();
+        assert!(matches!(err, OpenError::Abandoned { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("open_or_create"), "{err}");
+        let region = Region::open_or_create(&name.0, &small()).unwrap();
+        assert!(region.created(), "{what}: the next opener recreates it");
+        let me = region.join("me").unwrap();
+        me.send_copy(b"ok", &me.address()).unwrap();
+        assert_eq!(&*me.recv().unwrap(), b"ok");
+    }
+}

@@ -179,10 +179,10 @@ fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
 /// sends checksummed, sequence-numbered messages of every size class to
 /// random peers, receives, holds loans and messages for a while, and
 /// sometimes dawdles so mailboxes fill and senders block. Every message it
-/// sent (`S`) or received (`R`) goes to `LOG_DIR/p<INDEX>.<generation>.log`
-/// as `S sender seq dest_index dest_generation` / `R sender seq`, where
-/// `sender` packs the sender's index and generation. It prints `ready
-/// <generation>` once joined. When stopped it drains its mailbox and exits.
+/// sent (`S`) or received (`R`) goes to `LOG_DIR/s<SLOT>.<GENERATION>.log`
+/// as `S sender seq dest_slot dest_generation` / `R sender seq`, where
+/// `sender` packs the sender's slot and generation (its address: unique to
+/// the incarnation). It prints `ready <slot> <generation>` once joined. When stopped it drains its mailbox and exits.
 fn torture(
     region: &str,
     index: u32,
@@ -200,13 +200,15 @@ fn torture(
     let me = region
         .join_with(&format!("p{index}"), strategy)
         .map_err(|e| e.to_string())?;
-    let generation = me.address().generation();
-    let id = (index << 16) | (generation & 0xffff);
-    let path = format!("{log_dir}/p{index}.{generation}.log");
+    // An incarnation is its address: slots are reused, but each reuse bumps
+    // the slot's generation.
+    let (slot, generation) = (me.address().slot(), me.address().generation());
+    let id = (slot << 16) | (generation & 0xffff);
+    let path = format!("{log_dir}/s{slot}.{generation}.log");
     // Unbuffered: one write per line, so a kill loses at most the line
     // being written.
     let mut log = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    println!("ready {generation}");
+    println!("ready {slot} {generation}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     let classes = class_sizes(&region);
     let short = Duration::from_millis(50);
@@ -239,8 +241,9 @@ fn torture(
                 fill(&mut loan, id, seq);
                 match me.send_timeout(loan, &dest, short) {
                     Ok(()) => {
-                        writeln!(log, "S {id} {seq} {to} {}", dest.generation())
-                            .map_err(|e| e.to_string())?;
+                        let (dslot, dgen) = (dest.slot(), dest.generation());
+                        let line = format!("S {id} {seq} {dslot} {dgen}\n");
+                        log.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
                         sent += 1;
                     }
                     Err(shmbox::SendTimeoutError::Timeout(_)) => full += 1,
@@ -303,5 +306,7 @@ fn torture(
 /// Verifies a torture message and logs its receipt.
 fn check(msg: &shmbox::Message<'_>, log: &mut impl Write) -> Result<(), String> {
     let (sender, seq) = verify(msg)?;
-    writeln!(log, "R {sender} {seq}").map_err(|e| e.to_string())
+    // One write per line: a kill cuts at most the line being written.
+    log.write_all(format!("R {sender} {seq}\n").as_bytes())
+        .map_err(|e| e.to_string())
 }
