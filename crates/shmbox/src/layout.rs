@@ -4,6 +4,7 @@
 //! offset 0        header (one page): magic, version, state, config, section offsets
 //! slots_offset    participant slots, SLOT_SIZE bytes each:
 //!                 +0 state | +8 pid | +12 wait strategy | +16 name | +48 taking
+//!                 | +64 counters (own cache line, written by the owner only)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
 //!                 +0 tail line | +64 head line (head, room waiters, room seq)
 //!                 | +128 park line | +192 cells (capacity x u64)
@@ -385,6 +386,33 @@ pub(crate) struct SlotView<'a> {
     /// The mailbox entry the participant is taking right now (0 if none),
     /// so a sweep can tell a message being received from one never sent.
     pub taking: &'a AtomicU32,
+    /// The participant's counters, on the slot's second cache line (only
+    /// the owner writes them): see [`Counter`].
+    pub counters: &'a [AtomicU64],
+}
+
+/// Per-participant counters, in slot order.
+#[derive(Debug, Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum Counter {
+    Sent,
+    Received,
+    BytesSent,
+    BytesReceived,
+    Full,
+    Timeouts,
+}
+
+pub(crate) const COUNTERS: usize = 6;
+
+impl SlotView<'_> {
+    /// Adds `n` to a counter. Only the slot's owner writes its counters, so
+    /// a relaxed load and store (no read-modify-write) suffice.
+    #[inline]
+    pub(crate) fn count(&self, counter: Counter, n: u64) {
+        let c = &self.counters[counter as usize];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
 }
 
 /// One mailbox: its queue and its two wait lists.
@@ -468,7 +496,6 @@ impl Mapped {
         header_words(&self.backing)
     }
 
-    #[cfg(test)]
     pub(crate) fn info(&self) -> HeaderInfo {
         read_info(&self.backing)
     }
@@ -508,6 +535,7 @@ impl Mapped {
             strategy: self.u32_at(at + 12),
             name: self.u64_slice(at + 16, 4),
             taking: self.u32_at(at + 48),
+            counters: self.u64_slice(at + LINE, COUNTERS),
         }
     }
 

@@ -166,7 +166,7 @@ pub use mailbox::{Address, Loan, Mailbox, Message, WaitStrategy};
 #[cfg(not(shmbox_loom))]
 pub use name::{validate_participant, validate_region, NameError, MAX_REGION_NAME};
 #[cfg(not(shmbox_loom))]
-pub use region::{ClassUsage, ParticipantInfo, Region};
+pub use region::{ClassUsage, ParticipantInfo, ParticipantStats, Region, RegionInfo};
 #[cfg(not(shmbox_loom))]
 pub use registry::MAX_PARTICIPANT_NAME;
 #[cfg(not(shmbox_loom))]

@@ -5,7 +5,7 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{ChunkRef, Mapped};
+use crate::layout::{ChunkRef, Counter, Mapped};
 use crate::notify::EventCount;
 use crate::queue::PushError;
 use crate::region::Region;
@@ -61,6 +61,16 @@ pub enum WaitStrategy {
     /// Spin for a short window (50 µs), then park. The default.
     #[default]
     Adaptive = 2,
+}
+
+impl WaitStrategy {
+    pub(crate) fn from_raw(raw: u32) -> WaitStrategy {
+        match raw {
+            0 => WaitStrategy::Spin,
+            1 => WaitStrategy::Park,
+            _ => WaitStrategy::Adaptive,
+        }
+    }
 }
 
 /// A participant's address: its slot and the slot's generation. A stale
@@ -288,9 +298,16 @@ impl Mailbox {
                     },
                 )
                 .map(|c| self.loan_from(c, len))
-                .ok_or(LoanError::Timeout { class_size })
+                .ok_or_else(|| {
+                    self.count(Counter::Timeouts);
+                    LoanError::Timeout { class_size }
+                })
             }
         }
+    }
+
+    fn count(&self, counter: Counter) {
+        self.mapped().slot(self.address.slot).count(counter, 1);
     }
 
     /// Gives up this participant's hold on a chunk; the last holder returns
@@ -355,6 +372,9 @@ impl Mailbox {
         match rx.queue.push(m.encode(loan.chunk)) {
             Ok(()) => {
                 rx.parker.unpark(&self.region.shared.futex);
+                let me = m.slot(self.address.slot);
+                me.count(Counter::Sent, 1);
+                me.count(Counter::BytesSent, loan.len as u64);
                 Ok(())
             }
             Err(e) => {
@@ -420,7 +440,10 @@ impl Mailbox {
                 loan.consume();
                 Ok(())
             }
-            Err(Undelivered::Full) => Err(TrySendError::Full(loan)),
+            Err(Undelivered::Full) => {
+                self.count(Counter::Full);
+                Err(TrySendError::Full(loan))
+            }
             Err(Undelivered::Disconnected) => Err(TrySendError::Disconnected(loan)),
         }
     }
@@ -457,7 +480,10 @@ impl Mailbox {
                 loan.consume();
                 Ok(())
             }
-            Err(Undelivered::Full) => Err(SendTimeoutError::Timeout(loan)),
+            Err(Undelivered::Full) => {
+                self.count(Counter::Timeouts);
+                Err(SendTimeoutError::Timeout(loan))
+            }
             Err(Undelivered::Disconnected) => Err(SendTimeoutError::Disconnected(loan)),
         }
     }
@@ -528,6 +554,9 @@ impl Mailbox {
             });
         }
         let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        let me = m.slot(self.address.slot);
+        me.count(Counter::Received, 1);
+        me.count(Counter::BytesReceived, len);
         Ok(Some(Message {
             mailbox: self,
             chunk,
@@ -547,7 +576,11 @@ impl Mailbox {
 
     /// Waits at most `timeout` for the next message.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
-        self.recv_wait(Some(timeout))
+        let r = self.recv_wait(Some(timeout));
+        if matches!(r, Err(RecvTimeoutError::Timeout)) {
+            self.count(Counter::Timeouts);
+        }
+        r
     }
 
     fn recv_wait(&self, timeout: Option<Duration>) -> Result<Message<'_>, RecvTimeoutError> {

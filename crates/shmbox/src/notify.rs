@@ -62,6 +62,12 @@ impl<'a> Parker<'a> {
         self.word.store(0, Ordering::Relaxed);
     }
 
+    /// Whether the receiver has announced it is parked (for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn is_parked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) == PARKED
+    }
+
     /// Sender, after publishing an item: wakes the receiver if it announced
     /// it is parking. One load when nobody sleeps.
     #[inline]

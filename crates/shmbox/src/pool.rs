@@ -169,6 +169,14 @@ impl<'a, H: Holders> Pool<'a, H> {
             .count() as u32
     }
 
+    /// Number of chunks carrying `bit` (racy; for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn held_by(&self, bit: u64) -> u32 {
+        (0..self.count)
+            .filter(|&i| self.chunks.holders(i).load(Ordering::Relaxed) & bit != 0)
+            .count() as u32
+    }
+
     /// Number of chunks whose holders word is zero (racy; for inspection).
     pub(crate) fn free_count(&self) -> u32 {
         (0..self.count)

@@ -94,6 +94,48 @@ pub struct ParticipantInfo {
     /// Whether its process is alive. A dead participant stays in the table
     /// until a sweep reclaims it.
     pub alive: bool,
+    /// How it waits for messages.
+    pub strategy: WaitStrategy,
+    /// Whether it is asleep in `recv` right now.
+    pub parked: bool,
+    /// Capacity of its mailbox.
+    pub capacity: u64,
+    /// Chunks carrying its holder bit: loaned, being read, or queued for it.
+    pub holding: u32,
+    /// Its counters since it joined.
+    pub stats: ParticipantStats,
+}
+
+/// A participant's counters, kept in shared memory on a cache line of its
+/// own and written only by the participant itself (relaxed stores), so
+/// anyone can read them without disturbing it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipantStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// `try_send` calls refused because the receiver's mailbox was full.
+    pub full: u64,
+    /// Timed-out `send_timeout`, `loan_timeout` and `recv_timeout` calls.
+    pub timeouts: u64,
+}
+
+/// Facts about a region from its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Layout version.
+    pub version: u32,
+    /// When it was created.
+    pub created: std::time::SystemTime,
+    /// Pid of the process that created it (information only).
+    pub creator_pid: u32,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -531,6 +573,29 @@ impl Region {
             .fold(0, |bits, slot| bits | 1u64 << slot)
     }
 
+    /// Facts from the region's header.
+    pub fn info(&self) -> RegionInfo {
+        let info = self.mapped().info();
+        RegionInfo {
+            size: info.total_size,
+            version: layout::VERSION,
+            created: std::time::UNIX_EPOCH + Duration::from_millis(info.created_unix_ms),
+            creator_pid: info.creator_pid,
+        }
+    }
+
+    /// Names of the shmbox regions on this machine (the objects in
+    /// `/dev/shm` whose names carry shmbox's prefix), sorted.
+    pub fn list() -> std::io::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir("/dev/shm")?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|f| f.strip_prefix(sys::OBJECT_PREFIX).map(str::to_string))
+            .filter(|n| name::validate_region(n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The participants in the table: the live ones, and dead ones that no
     /// sweep has reclaimed yet (`alive == false`).
     pub fn participants(&self) -> Vec<ParticipantInfo> {
@@ -551,6 +616,23 @@ impl Region {
                     pid: view.pid.load(Ordering::Relaxed),
                     queued: m.mailbox(slot).queue.len(),
                     alive: !self.is_dead(slot),
+                    strategy: WaitStrategy::from_raw(view.strategy.load(Ordering::Relaxed)),
+                    parked: m.mailbox(slot).parker.is_parked(),
+                    capacity: u64::from(m.layout.config.mailbox_capacity),
+                    holding: (0..m.layout.classes.len())
+                        .map(|c| m.pool(c as u8).held_by(1u64 << slot))
+                        .sum(),
+                    stats: {
+                        let c = |i: usize| view.counters[i].load(Ordering::Relaxed);
+                        ParticipantStats {
+                            sent: c(0),
+                            received: c(1),
+                            bytes_sent: c(2),
+                            bytes_received: c(3),
+                            full: c(4),
+                            timeouts: c(5),
+                        }
+                    },
                 })
             })
             .collect()

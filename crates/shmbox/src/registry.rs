@@ -127,6 +127,9 @@ pub(crate) fn claim(
         view.pid.store(crate::sys::pid(), Ordering::Relaxed);
         view.strategy.store(strategy, Ordering::Relaxed);
         view.taking.store(0, Ordering::Relaxed);
+        for c in view.counters {
+            c.store(0, Ordering::Relaxed);
+        }
         // SYNC POINT: SeqCst publication and scan; see the module docs.
         view.state.store(pack(gen, CLAIMING), Ordering::SeqCst);
         if name_is_contested(mapped, slot, &words) {

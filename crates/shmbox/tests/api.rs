@@ -560,7 +560,11 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
     let mut half = blank.clone();
     half[..8].copy_from_slice(b"SHMBOX\0\x01");
     half[8] = 1; // version 1, state still "initialising"
-    for (what, bytes) in [("empty", &[][..]), ("blank", &blank[..]), ("half", &half[..])] {
+    for (what, bytes) in [
+        ("empty", &[][..]),
+        ("blank", &blank[..]),
+        ("half", &half[..]),
+    ] {
         let name = Name::new(&format!("abandoned-{what}"));
         std::fs::write(name.path(), bytes).unwrap();
         let err = Region::open(&name.0).unwrap_err();
@@ -572,4 +576,35 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
         me.send_copy(b"ok", &me.address()).unwrap();
         assert_eq!(&*me.recv().unwrap(), b"ok");
     }
+}
+
+#[test]
+fn participants_report_counters_and_holdings() {
+    let _w = watchdog("counters", Duration::from_secs(30));
+    let name = Name::new("counters");
+    let region = Region::create(&name.0, &small().with_mailbox_capacity(4)).unwrap();
+    let a = region.join_with("a", WaitStrategy::Spin).unwrap();
+    let b = region.join("b").unwrap();
+    a.send_copy(&[1; 10], &b.address()).unwrap();
+    a.send_copy(&[2; 20], &b.address()).unwrap();
+    let msg = b.recv().unwrap();
+    let _loan = a.loan(100).unwrap();
+    assert!(b.recv_timeout(Duration::from_millis(1)).is_ok());
+    assert!(b.recv_timeout(Duration::from_millis(1)).is_err());
+    let info = region.participants();
+    let (pa, pb) = (&info[0], &info[1]);
+    assert_eq!((pa.name.as_str(), pb.name.as_str()), ("a", "b"));
+    assert!(pa.alive && pb.alive);
+    assert_eq!(pa.strategy, WaitStrategy::Spin);
+    assert_eq!(pb.strategy, WaitStrategy::Adaptive);
+    assert_eq!((pa.stats.sent, pa.stats.bytes_sent), (2, 30));
+    assert_eq!((pb.stats.received, pb.stats.bytes_received), (2, 30));
+    assert_eq!(pb.stats.timeouts, 1);
+    assert_eq!(pa.holding, 1, "the loan");
+    assert_eq!(pb.holding, 1, "the message still held");
+    assert_eq!(pb.capacity, 4);
+    drop(msg);
+    assert_eq!(region.participants()[1].holding, 0);
+    assert!(Region::list().unwrap().contains(&name.0));
+    assert!(region.info().size == region.size() && region.info().creator_pid == std::process::id());
 }
