@@ -38,11 +38,7 @@ pub fn check_region_image(bytes: &[u8]) -> Result<usize, String> {
 /// Decodes `value` as a mailbox entry of a region with `config`'s layout.
 pub fn decode_entry(config: &crate::Config, value: u32) -> Option<(u8, u32)> {
     let layout = layout::Layout::compute(config);
-    let mapped = Mapped::new(
-        Backing::Heap(HeapBuf::new(layout.total_size as usize)),
-        layout,
-    );
-    mapped.decode(value).ok().map(|c| (c.class, c.index))
+    layout.decode(value).ok().map(|c| (c.class, c.index))
 }
 
 /// The bytes of a freshly created region with `config`, as a seed.

@@ -44,6 +44,7 @@ const MAILBOX_CELLS: u64 = 3 * LINE;
 /// Cells store offset / 64 in 32 bits.
 pub(crate) const MAX_REGION_SIZE: u64 = LINE << 32;
 
+pub(crate) const STATE_INITIALIZING: u32 = 0;
 pub(crate) const STATE_READY: u32 = 1;
 
 /// Byte of the region's file that its creator locks (exclusive OFD lock)
@@ -73,6 +74,9 @@ pub(crate) struct HeaderInfo {
     pub class_count: u32,
     pub mode: u32,
     pub _pad: u32,
+    /// FNV-1a over every other field (this one taken as zero): catches a
+    /// header edited into another self-consistent config.
+    pub checksum: u64,
     pub class_size: [u64; MAX_CLASSES],
     pub class_chunks: [u64; MAX_CLASSES],
     pub slots_offset: u64,
@@ -84,6 +88,18 @@ pub(crate) struct HeaderInfo {
 }
 
 const _: () = assert!(INFO_OFFSET + std::mem::size_of::<HeaderInfo>() as u64 <= HEADER_SIZE);
+
+impl HeaderInfo {
+    fn compute_checksum(&self) -> u64 {
+        let mut copy = *self;
+        copy.checksum = 0;
+        bytemuck::bytes_of(&copy)
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+    }
+}
 
 /// Where one size class lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +215,29 @@ impl Layout {
             info.chunks_offset[i] = c.chunks_offset;
             info.chunk_stride[i] = c.stride;
         }
+        info.checksum = info.compute_checksum();
         info
+    }
+
+    /// Validates a mailbox cell's value: it must name the header of a chunk
+    /// of some class.
+    #[inline]
+    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadOffset> {
+        let off = u64::from(value) * LINE;
+        for (class, c) in self.classes.iter().enumerate() {
+            let end = c.chunks_offset + u64::from(c.count) * c.stride;
+            if off >= c.chunks_offset && off < end {
+                let rel = off - c.chunks_offset;
+                if rel % c.stride != 0 {
+                    return Err(BadOffset::Misaligned(off));
+                }
+                return Ok(ChunkRef {
+                    class: class as u8,
+                    index: (rel / c.stride) as u32,
+                });
+            }
+        }
+        Err(BadOffset::OutOfRange(off))
     }
 
     /// Rebuilds and checks the layout from a stored header and the size of
@@ -234,6 +272,7 @@ impl Layout {
                 })
             }
         };
+        check("checksum", info.checksum, info.compute_checksum())?;
         check("total_size", info.total_size, expected.total_size)?;
         check("slots_offset", info.slots_offset, expected.slots_offset)?;
         check(
@@ -484,6 +523,19 @@ impl Mapped {
         unsafe { std::slice::from_raw_parts(self.backing.base().add(off as usize).cast(), n) }
     }
 
+    /// `len` bytes at `off`, bounds-checked once; fields inside are then
+    /// reached without further checks (hot paths build views per message).
+    #[inline]
+    fn block(&self, off: u64, len: u64) -> Block<'_> {
+        assert!(off % LINE == 0 && off + len <= self.layout.total_size);
+        Block {
+            // SAFETY: `off` is inside the region (checked above).
+            ptr: unsafe { self.backing.base().add(off as usize) },
+            len,
+            _mapped: std::marker::PhantomData,
+        }
+    }
+
     /// A copy of every byte of a heap-backed region (for the fuzz seeds).
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         assert!(matches!(self.backing, Backing::Heap(_)));
@@ -526,31 +578,36 @@ impl Mapped {
         }
     }
 
+    #[inline]
     pub(crate) fn slot(&self, slot: u32) -> SlotView<'_> {
         assert!(slot < self.layout.config.max_participants);
-        let at = self.layout.slots_offset + u64::from(slot) * SLOT_SIZE;
+        let b = self.block(
+            self.layout.slots_offset + u64::from(slot) * SLOT_SIZE,
+            SLOT_SIZE,
+        );
         SlotView {
-            state: self.u64_at(at),
-            pid: self.u32_at(at + 8),
-            strategy: self.u32_at(at + 12),
-            name: self.u64_slice(at + 16, 4),
-            taking: self.u32_at(at + 48),
-            counters: self.u64_slice(at + LINE, COUNTERS),
+            state: b.u64(0),
+            pid: b.u32(8),
+            strategy: b.u32(12),
+            name: b.u64s(16, 4),
+            taking: b.u32(48),
+            counters: b.u64s(LINE, COUNTERS),
         }
     }
 
+    #[inline]
     pub(crate) fn mailbox(&self, slot: u32) -> MailboxView<'_> {
         assert!(slot < self.layout.config.max_participants);
-        let at = self.layout.mailboxes_offset + u64::from(slot) * self.layout.mailbox_stride;
+        let stride = self.layout.mailbox_stride;
+        let b = self.block(
+            self.layout.mailboxes_offset + u64::from(slot) * stride,
+            stride,
+        );
         let cap = self.layout.config.mailbox_capacity as usize;
         MailboxView {
-            queue: OffsetQueue::new(
-                self.u64_at(at),
-                self.u64_at(at + LINE),
-                self.u64_slice(at + MAILBOX_CELLS, cap),
-            ),
-            room: EventCount::new(self.u32_at(at + LINE + 8), self.u32_at(at + LINE + 12)),
-            parker: Parker::new(self.u32_at(at + 2 * LINE)),
+            queue: OffsetQueue::new(b.u64(0), b.u64(LINE), b.u64s(MAILBOX_CELLS, cap)),
+            room: EventCount::new(b.u32(LINE + 8), b.u32(LINE + 12)),
+            parker: Parker::new(b.u32(2 * LINE)),
         }
     }
 
@@ -579,13 +636,14 @@ impl Mapped {
         c.chunks_offset + u64::from(r.index) * c.stride
     }
 
+    #[inline]
     pub(crate) fn chunk(&self, r: ChunkRef) -> ChunkView<'_> {
-        let at = self.chunk_offset(r);
+        let b = self.block(self.chunk_offset(r), CHUNK_HEADER);
         ChunkView {
-            holders: self.u64_at(at),
-            len: self.u64_at(at + 8),
-            sender: self.u64_at(at + 16),
-            dest: self.u64_at(at + 24),
+            holders: b.u64(0),
+            len: b.u64(8),
+            sender: b.u64(16),
+            dest: b.u64(24),
         }
     }
 
@@ -609,21 +667,7 @@ impl Mapped {
     /// of a chunk of some class.
     #[inline]
     pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadOffset> {
-        let off = u64::from(value) * LINE;
-        for (class, c) in self.layout.classes.iter().enumerate() {
-            let end = c.chunks_offset + u64::from(c.count) * c.stride;
-            if off >= c.chunks_offset && off < end {
-                let rel = off - c.chunks_offset;
-                if rel % c.stride != 0 {
-                    return Err(BadOffset::Misaligned(off));
-                }
-                return Ok(ChunkRef {
-                    class: class as u8,
-                    index: (rel / c.stride) as u32,
-                });
-            }
-        }
-        Err(BadOffset::OutOfRange(off))
+        self.layout.decode(value)
     }
 
     /// Smallest class whose chunks hold `len` bytes.
@@ -639,6 +683,38 @@ impl Mapped {
     #[cfg(test)]
     pub(crate) fn is_ready(&self) -> bool {
         self.header().state.load(Ordering::Acquire) == STATE_READY
+    }
+}
+
+/// A bounds-checked span of the region (see [`Mapped::block`]).
+struct Block<'a> {
+    ptr: *mut u8,
+    len: u64,
+    _mapped: std::marker::PhantomData<&'a Mapped>,
+}
+
+impl<'a> Block<'a> {
+    #[inline]
+    fn u64(&self, rel: u64) -> &'a AtomicU64 {
+        debug_assert!(rel % 8 == 0 && rel + 8 <= self.len);
+        // SAFETY: inside the block (layout constants; checked in debug
+        // builds), 8-aligned since blocks start on a cache line; shared
+        // memory is only ever accessed atomically through these views.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(rel as usize).cast()) }
+    }
+
+    #[inline]
+    fn u32(&self, rel: u64) -> &'a AtomicU32 {
+        debug_assert!(rel % 4 == 0 && rel + 4 <= self.len);
+        // SAFETY: as in `u64`.
+        unsafe { AtomicU32::from_ptr(self.ptr.add(rel as usize).cast()) }
+    }
+
+    #[inline]
+    fn u64s(&self, rel: u64, n: usize) -> &'a [AtomicU64] {
+        debug_assert!(rel % 8 == 0 && rel + 8 * n as u64 <= self.len);
+        // SAFETY: as in `u64`, for `n` consecutive words.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(rel as usize).cast(), n) }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::registry::{self, ClaimError};
 use crate::sync::spin_hint;
 use crate::{sweep, sys};
 use rustix::fd::OwnedFd;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
+/// Chunks per size class a participant keeps for its next loans.
+const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
 
@@ -130,6 +132,12 @@ pub struct Mailbox {
     name: String,
     strategy: Cell<WaitStrategy>,
     hints: [Cell<usize>; MAX_CLASSES],
+    /// Chunks this participant freed as their last holder and kept, still
+    /// carrying its holder bit (so a sweep reclaims them if it dies): the
+    /// next loan of the class takes one without touching the shared pool.
+    cache: [RefCell<Vec<u32>>; MAX_CLASSES],
+    /// Chunks in `cache`, all classes.
+    cached: Cell<u32>,
 }
 
 /// Why one delivery attempt failed.
@@ -168,6 +176,8 @@ impl Mailbox {
             name: name.into(),
             strategy: Cell::new(strategy),
             hints: Default::default(),
+            cache: Default::default(),
+            cached: Cell::new(0),
             region: region.clone(),
         };
         // The previous occupant closed the queue when it left; anything
@@ -226,6 +236,10 @@ impl Mailbox {
             requested: len,
             max: m.layout.config.max_message_size(),
         })?;
+        if let Some(index) = self.cache[class as usize].borrow_mut().pop() {
+            self.cached.set(self.cached.get() - 1);
+            return Ok(ChunkRef { class, index });
+        }
         let hint = &self.hints[class as usize];
         match m.pool(class).try_claim(self.bit, hint.get()) {
             Some((index, word)) => {
@@ -285,6 +299,8 @@ impl Mailbox {
                 Err(LoanError::TooLarge { requested, max })
             }
             Err(TryLoanError::Exhausted { class_size }) => {
+                // Others may be short of what we keep too.
+                self.flush_cache();
                 let m = self.mapped();
                 let class = m.class_for(len).expect("class exists: claim found it");
                 // Now and then, return what dead participants hold.
@@ -313,7 +329,38 @@ impl Mailbox {
     /// Gives up this participant's hold on a chunk; the last holder returns
     /// it to the pool and wakes blocked loaners.
     fn release(&self, chunk: ChunkRef) {
-        sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
+        let m = self.mapped();
+        // Sole holder, and nobody waiting for this class: keep the chunk
+        // for our next loan instead of returning it to the shared pool.
+        if m.chunk(chunk).holders.load(Ordering::Relaxed) == self.bit
+            && m.pool_waiters(chunk.class).waiters() == 0
+        {
+            let mut cache = self.cache[chunk.class as usize].borrow_mut();
+            if cache.len() < CACHE_PER_CLASS {
+                cache.push(chunk.index);
+                self.cached.set(self.cached.get() + 1);
+                return;
+            }
+        }
+        sweep::release(m, &self.region.shared.futex, chunk, self.bit);
+    }
+
+    /// Returns every cached chunk to the shared pool (before we go idle, so
+    /// nobody waits for chunks we are not using).
+    fn flush_cache(&self) {
+        if self.cached.get() == 0 {
+            return;
+        }
+        for (class, cache) in self.cache.iter().enumerate() {
+            for index in cache.borrow_mut().drain(..) {
+                let chunk = ChunkRef {
+                    class: class as u8,
+                    index,
+                };
+                sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
+            }
+        }
+        self.cached.set(0);
     }
 
     /// Waits on `list` until `ready` gives a value or `timeout` passes;
@@ -513,6 +560,7 @@ impl Mailbox {
                 .queue
                 .pop_with(|v| taking.store(v, Ordering::Relaxed))
             else {
+                self.flush_cache();
                 return Err(TryRecvError::Empty);
             };
             mailbox.room.notify(&self.region.shared.futex);

@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::error::{CreateError, JoinError, LookupError, OpenError, RemoveError};
 use crate::layout::{
     self, Backing, HeapBuf, Layout, LayoutError, Mapped, HEADER_SIZE, LOCK_ATTACH, LOCK_INIT,
-    LOCK_SLOTS, STATE_READY,
+    LOCK_SLOTS, STATE_INITIALIZING, STATE_READY,
 };
 use crate::mailbox::{Address, Mailbox, WaitStrategy};
 use crate::sweep::{self, SweepReport};
@@ -193,9 +193,11 @@ impl Region {
         }
         let map =
             Mapping::map(&fd, layout.total_size as usize).map_err(|e| fail(io_err("mmap", e)))?;
+        let mapped = layout::create_in(Backing::Shm(map), layout);
+        // Attached only once ready (see `open`: a region that says it is not
+        // ready yet has someone attached is corrupt, not abandoned).
         sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
             .map_err(|e| fail(io_err("fcntl(F_OFD_SETLK)", e)))?;
-        let mapped = layout::create_in(Backing::Shm(map), layout);
         sys::ofd_unlock(&fd, LOCK_INIT);
         Ok(Region::from_mapped(
             mapped,
@@ -279,8 +281,27 @@ impl Region {
             let ready = words.state.load(Ordering::Acquire) == STATE_READY;
             // Not ready yet (a zero magic on a ready region is corruption,
             // which `validate` reports).
+            let state = words.state.load(Ordering::Acquire);
+            let ours = magic == 0 || magic == layout::MAGIC;
+            if ours && state != STATE_READY && state != STATE_INITIALIZING {
+                return Err(OpenError::Corrupt {
+                    name: name.into(),
+                    reason: format!("state word {state:#x} is neither initialising nor ready"),
+                });
+            }
             if (magic == 0 || magic == layout::MAGIC) && !ready {
                 if !creator_alive()? {
+                    // A region someone is attached to was not abandoned,
+                    // whatever its header says: never recreate it under them.
+                    let in_use = sys::ofd_is_locked(&fd, LockKind::Exclusive, LOCK_ATTACH)
+                        .map_err(|e| io_err("fcntl(F_OFD_GETLK)", e))?;
+                    if in_use {
+                        return Err(OpenError::Corrupt {
+                            name: name.into(),
+                            reason: "the header says it is not initialised, yet it is in use"
+                                .into(),
+                        });
+                    }
                     // Check `ready` once more: the creator may have finished
                     // and dropped its lock since we looked.
                     if words.state.load(Ordering::Acquire) != STATE_READY {

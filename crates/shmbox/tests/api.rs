@@ -3,8 +3,8 @@
 //! region name that it removes, and blocking tests run under a watchdog.
 
 use shmbox::{
-    Config, CreateError, JoinError, LoanError, LookupError, OpenError, RecvTimeoutError, Region,
-    SendCopyError, SendTimeoutError, SizeClass, TryLoanError, TryRecvError, TrySendError,
+    Config, CreateError, JoinError, LoanError, LookupError, Mailbox, OpenError, RecvTimeoutError,
+    Region, SendCopyError, SendTimeoutError, SizeClass, TryLoanError, TryRecvError, TrySendError,
     WaitStrategy,
 };
 use std::io::Write;
@@ -59,6 +59,15 @@ fn small() -> Config {
         .with_classes(&[SizeClass::new(64, 2), SizeClass::new(1024, 4)])
         .with_max_participants(4)
         .with_mailbox_capacity(2)
+}
+
+/// Idle participants give back the chunks they keep for their next loans
+/// (a receive that finds the mailbox empty does it); then the pool is full.
+fn assert_pool_full_when_idle(region: &Region, idle: &[&Mailbox]) {
+    for mailbox in idle {
+        assert!(matches!(mailbox.try_recv(), Err(TryRecvError::Empty)));
+    }
+    assert_pool_full(region);
 }
 
 fn assert_pool_full(region: &Region) {
@@ -153,7 +162,7 @@ fn messages_travel_between_participants() {
     drop(reply);
     let names: Vec<_> = region.participants().into_iter().map(|p| p.name).collect();
     assert_eq!(names, ["a", "b"]);
-    assert_pool_full(&region);
+    assert_pool_full_when_idle(&region, &[&a, &b]);
 }
 
 #[test]
@@ -179,7 +188,7 @@ fn full_mailbox_hands_the_loan_back() {
     assert_eq!(&*b.try_recv().unwrap(), [1]);
     assert_eq!(&*b.try_recv().unwrap(), b"xyz");
     assert!(matches!(b.try_recv(), Err(TryRecvError::Empty)));
-    assert_pool_full(&region);
+    assert_pool_full_when_idle(&region, &[&a, &b]);
 }
 
 #[test]
@@ -214,7 +223,7 @@ fn send_timeout_is_honoured_and_send_wakes_on_room() {
     });
     assert_eq!(&*b.recv().unwrap(), b"2");
     assert_eq!(&*b.recv().unwrap(), b"3");
-    assert_pool_full(&region);
+    assert_pool_full_when_idle(&region, &[&b]);
 }
 
 #[test]
@@ -247,7 +256,7 @@ fn exhausted_pool_then_loan_wakes_on_release() {
         let two = me.loan(10).unwrap();
         drop((one, two));
     });
-    assert_pool_full(&region);
+    assert_pool_full_when_idle(&region, &[&me]);
 }
 
 #[test]
@@ -454,7 +463,7 @@ fn stale_addresses_are_refused_not_misdelivered() {
     assert_eq!(a.send_copy(b"x", &old), Err(SendCopyError::Disconnected));
     assert!(matches!(b2.try_recv(), Err(TryRecvError::Empty)));
     assert_eq!(region.address("b").unwrap(), b2.address());
-    assert_pool_full(&region);
+    assert_pool_full_when_idle(&region, &[&a, &b2]);
 }
 
 #[test]
@@ -604,7 +613,42 @@ fn participants_report_counters_and_holdings() {
     assert_eq!(pb.holding, 1, "the message still held");
     assert_eq!(pb.capacity, 4);
     drop(msg);
-    assert_eq!(region.participants()[1].holding, 0);
+    assert_eq!(
+        region.participants()[1].holding,
+        1,
+        "kept for b's next loan"
+    );
+    assert!(b.try_recv().is_err());
+    assert_eq!(region.participants()[1].holding, 0, "given back when idle");
     assert!(Region::list().unwrap().contains(&name.0));
     assert!(region.info().size == region.size() && region.info().creator_pid == std::process::id());
+}
+
+#[test]
+fn a_region_in_use_is_never_taken_for_abandoned() {
+    let name = Name::new("in-use");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let alice = region.join("alice").unwrap();
+    // Scribble "still initialising" into the state word of a live region.
+    let mut bytes = std::fs::read(name.path()).unwrap();
+    bytes[12..16].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(name.path(), &bytes).unwrap();
+    let err = Region::open(&name.0).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+    let err = Region::open_or_create(&name.0, &small()).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+    // Alice's region is still the one behind the name.
+    assert_eq!(region.address("alice").unwrap(), alice.address());
+
+    // A header edited into another self-consistent config (class 0 of 48
+    // instead of 64 bytes keeps the same chunk spacing) is caught too.
+    let edited = Name::new("edited");
+    drop(Region::create(&edited.0, &small()).unwrap());
+    let mut bytes = std::fs::read(edited.path()).unwrap();
+    let at = 64 + 48; // header info: class_size[0]
+    assert_eq!(bytes[at..at + 8], 64u64.to_le_bytes());
+    bytes[at..at + 8].copy_from_slice(&48u64.to_le_bytes());
+    std::fs::write(edited.path(), &bytes).unwrap();
+    let err = Region::open(&edited.0).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
 }
