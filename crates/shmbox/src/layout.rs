@@ -6,7 +6,7 @@
 //!                 +0 state | +8 pid | +12 wait strategy | +16 name | +48 taking
 //!                 | +64 counters (own cache line, written by the owner only)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
-//!                 +0 tail line | +64 head line (head, room waiters, room seq)
+//!                 +0 tail line | +64 head line (head, room doorbell)
 //!                 | +128 park line | +192 cells (capacity x u64)
 //! per class c     pool line (waiters, seq) + free bitmap (one bit per chunk)
 //! per class c     count chunks of stride = 64 + round_up(size, 64) bytes:
@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Shared memory holds offsets, never pointers. A mailbox cell carries a
-//! chunk's header offset divided by 64 in 32 bits, so a region addresses at
-//! most 256 GiB. Every value read back is checked by [`Mapped::decode`].
+//! chunk's header offset divided by 64 in 31 bits, so a region addresses
+//! just under 128 GiB. Every value read back is checked by [`Mapped::decode`].
 //!
 //! An attacher copies the header once, recomputes the whole layout from the
 //! config it holds, and refuses the region unless every stored offset and
@@ -24,7 +24,7 @@
 //! move them.
 
 use crate::config::{Config, SizeClass, MAX_CLASSES};
-use crate::notify::{EventCount, Parker};
+use crate::notify::{Doorbell, EventCount};
 use crate::pool::{Holders, Pool};
 use crate::queue::OffsetQueue;
 use crate::sys::Mapping;
@@ -41,8 +41,8 @@ pub(crate) const LINE: u64 = 64;
 pub(crate) const SLOT_SIZE: u64 = 128;
 pub(crate) const CHUNK_HEADER: u64 = 64;
 const MAILBOX_CELLS: u64 = 3 * LINE;
-/// Cells store offset / 64 in 32 bits.
-pub(crate) const MAX_REGION_SIZE: u64 = LINE << 32;
+/// Cells store offset / 64 in 31 bits, below the queue's marker values.
+pub(crate) const MAX_REGION_SIZE: u64 = LINE * crate::queue::MAX_VALUE as u64;
 
 pub(crate) const STATE_INITIALIZING: u32 = 0;
 pub(crate) const STATE_READY: u32 = 1;
@@ -454,11 +454,13 @@ impl SlotView<'_> {
     }
 }
 
-/// One mailbox: its queue and its two wait lists.
+/// One mailbox: its queue and its two doorbells.
 pub(crate) struct MailboxView<'a> {
     pub queue: OffsetQueue<'a>,
-    pub room: EventCount<'a>,
-    pub parker: Parker<'a>,
+    /// Rung by the receiver for senders waiting for room.
+    pub room: Doorbell<'a>,
+    /// Rung by a sender for the receiver asleep in `recv`.
+    pub parker: Doorbell<'a>,
 }
 
 /// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`.
@@ -606,8 +608,8 @@ impl Mapped {
         let cap = self.layout.config.mailbox_capacity as usize;
         MailboxView {
             queue: OffsetQueue::new(b.u64(0), b.u64(LINE), b.u64s(MAILBOX_CELLS, cap)),
-            room: EventCount::new(b.u32(LINE + 8), b.u32(LINE + 12)),
-            parker: Parker::new(b.u32(2 * LINE)),
+            room: Doorbell::new(b.u32(LINE + 12)),
+            parker: Doorbell::new(b.u32(2 * LINE)),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::error::{
 };
 use crate::layout::{ChunkRef, Counter, Mapped};
 use crate::notify::EventCount;
-use crate::queue::PushError;
+use crate::queue::{PushError, Pushed};
 use crate::region::Region;
 use crate::registry::SlotLocks;
 use crate::registry::{self, ClaimError};
@@ -417,8 +417,10 @@ impl Mailbox {
         }
         let rx = m.mailbox(to.slot);
         match rx.queue.push(m.encode(loan.chunk)) {
-            Ok(()) => {
-                rx.parker.unpark(&self.region.shared.futex);
+            Ok(pushed) => {
+                if pushed == Pushed::WakeConsumer {
+                    rx.parker.ring(&self.region.shared.futex, 1);
+                }
                 let me = m.slot(self.address.slot);
                 me.count(Counter::Sent, 1);
                 me.count(Counter::BytesSent, loan.len as u64);
@@ -454,19 +456,35 @@ impl Mailbox {
             }
         }
         let m = self.mapped();
-        let attempt = || match self.deliver(loan, to) {
-            Err(Undelivered::Full) => None,
-            other => Some(other),
-        };
-        // Now and then, make sure the receiver is still alive.
-        let check = || {
-            if self.region.is_dead(to.slot) {
-                self.region.sweep();
+        let rx = m.mailbox(to.slot);
+        let start = Instant::now();
+        let mut checked = start;
+        loop {
+            let slice = match timeout {
+                Some(t) => match t.checked_sub(start.elapsed()) {
+                    Some(left) if !left.is_zero() => left.min(CHECK_EVERY),
+                    _ => return Err(Undelivered::Full),
+                },
+                None => CHECK_EVERY,
+            };
+            // Flag the entry the receiver takes next, then sleep until it
+            // rings the room doorbell on taking it.
+            let ticket = rx.room.ticket();
+            if rx.queue.mark_waiting() {
+                rx.room.wait(&self.region.shared.futex, ticket, Some(slice));
             }
-            attempt()
-        };
-        self.wait_checking(&m.mailbox(to.slot).room, timeout, attempt, check)
-            .unwrap_or(Err(Undelivered::Full))
+            match self.deliver(loan, to) {
+                Err(Undelivered::Full) => {}
+                other => return other,
+            }
+            // Now and then, make sure the receiver is still alive.
+            if checked.elapsed() >= CHECK_EVERY {
+                checked = Instant::now();
+                if self.region.is_dead(to.slot) {
+                    self.region.sweep();
+                }
+            }
+        }
     }
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
@@ -556,14 +574,16 @@ impl Mailbox {
         loop {
             // Announce the entry before it leaves the queue, so a sweep never
             // finds a message we are receiving in neither place.
-            let Some(value) = mailbox
+            let Some((value, sender_waits)) = mailbox
                 .queue
                 .pop_with(|v| taking.store(v, Ordering::Relaxed))
             else {
                 self.flush_cache();
                 return Err(TryRecvError::Empty);
             };
-            mailbox.room.notify(&self.region.shared.futex);
+            if sender_waits {
+                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
+            }
             let accepted = self.accept(value);
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {
@@ -585,6 +605,16 @@ impl Mailbox {
         let chunk = m.decode(value).map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
+        // Start fetching the payload's first line now, so it travels from
+        // the sender's core alongside the header instead of after it.
+        let (ptr, capacity) = m.payload(chunk);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint; it never faults, even on a bad address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                ptr as *const i8,
+            )
+        };
         if !sweep::take_over(m, chunk, self.bit) {
             return Ok(None);
         }
@@ -593,7 +623,6 @@ impl Mailbox {
             self.release(chunk);
             return Ok(None);
         }
-        let (ptr, capacity) = m.payload(chunk);
         let len = header.len.load(Ordering::Relaxed);
         if len > capacity as u64 {
             self.release(chunk);
@@ -665,9 +694,12 @@ impl Mailbox {
             let left = remaining()?;
             let m = self.mapped();
             let mailbox = m.mailbox(self.address.slot);
-            mailbox
-                .parker
-                .park(&self.region.shared.futex, left, || mailbox.queue.is_ready());
+            // Mark the cell we wait on, then sleep until a sender fills it.
+            let ticket = mailbox.parker.ticket();
+            if mailbox.queue.mark_parked() {
+                mailbox.parker.wait(&self.region.shared.futex, ticket, left);
+                mailbox.queue.unmark_parked();
+            }
         }
     }
 
@@ -701,7 +733,7 @@ impl Drop for Mailbox {
         let mailbox = m.mailbox(slot);
         mailbox.queue.close(|value| self.discard(value));
         // Blocked senders wake up and see that we left.
-        mailbox.room.notify(&self.region.shared.futex);
+        mailbox.room.ring(&self.region.shared.futex, u32::MAX);
         self.release_all_held();
         registry::finish_leave(m, slot, generation);
     }

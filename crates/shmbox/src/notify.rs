@@ -1,22 +1,25 @@
-//! Park/wake over a shared futex word.
+//! Park/wake over shared futex words.
 //!
 //! Two patterns live here:
 //!
-//! * [`Parker`]: the handshake between one receiver and any number of
-//!   senders. The receiver announces it is about to sleep by storing `1` in
-//!   the mailbox's futex word, re-checks its queue, then waits. A sender pays
-//!   one load of that word after publishing; only when it reads `1` does it
-//!   swap it back to `0` and issue `FUTEX_WAKE`.
-//! * [`EventCount`]: many waiters (senders waiting for room in a mailbox,
-//!   loaners waiting for a free chunk) and many notifiers. A waiter registers
-//!   in `waiters`, reads the `seq` futex word, re-checks its condition and
-//!   sleeps on `seq`; a notifier that made progress bumps `seq` and wakes all,
-//!   but only when `waiters` is non-zero.
+//! * [`Doorbell`]: a futex word used as a sequence number. A sleeper takes
+//!   a ticket (the current value), publishes *where* it sleeps, and waits
+//!   while the word still equals its ticket; a waker bumps the word and
+//!   issues `FUTEX_WAKE`. The mailbox uses two: the receiver's, rung by the
+//!   producer whose push replaces the receiver's `PARKED` mark in the cell
+//!   at `head`; and the room doorbell, rung by the receiver when it takes
+//!   an entry a blocked sender flagged `WAITER` (see `queue`). Both hand-offs
+//!   happen on the queue cell itself, so the fast path has no fence and no
+//!   extra load: a sender learns from the cell it publishes into whether
+//!   anyone sleeps.
+//! * [`EventCount`]: many waiters (loaners waiting for a free chunk) and
+//!   many notifiers. A waiter registers in `waiters`, reads the `seq` futex
+//!   word, re-checks its condition and sleeps on `seq`; a notifier that made
+//!   progress bumps `seq` and wakes all, but only when `waiters` is
+//!   non-zero. Dekker-style: each side stores, issues a `SeqCst` fence and
+//!   then reads the other side's state, so no wake-up is lost.
 //!
-//! Both are Dekker-style: each side stores its own flag, issues a `SeqCst`
-//! fence and then reads the other side's state, so at least one side sees
-//! the other and no wake-up is lost. Every wait re-checks its condition and
-//! takes a timeout.
+//! Every wait re-checks its condition and takes a timeout.
 
 use crate::sync::{fence, AtomicU32, Ordering};
 use std::time::Duration;
@@ -31,54 +34,33 @@ pub(crate) trait Futex {
     fn wake(&self, word: &AtomicU32, count: u32);
 }
 
-/// Value of the parker word while the receiver is (about to be) asleep.
-const PARKED: u32 = 1;
-
-/// The receiver side of a mailbox's park/wake handshake.
-pub(crate) struct Parker<'a> {
+/// A futex word used as a sequence number (see the module docs).
+pub(crate) struct Doorbell<'a> {
     word: &'a AtomicU32,
 }
 
-impl<'a> Parker<'a> {
+impl<'a> Doorbell<'a> {
     pub(crate) fn new(word: &'a AtomicU32) -> Self {
         Self { word }
     }
 
-    /// Receiver: sleeps until `ready()` may have become true or `timeout`
-    /// passes. Returns without sleeping when `ready()` already holds.
-    pub(crate) fn park<F: Futex>(
-        &self,
-        futex: &F,
-        timeout: Option<Duration>,
-        ready: impl Fn() -> bool,
-    ) {
-        self.word.store(PARKED, Ordering::Relaxed);
-        // SYNC POINT: pairs with the fence in `unpark` — either we see the
-        // sender's published item, or the sender sees PARKED and wakes us.
-        fence(Ordering::SeqCst);
-        if !ready() {
-            futex.wait(self.word, PARKED, timeout);
-        }
-        self.word.store(0, Ordering::Relaxed);
-    }
-
-    /// Whether the receiver has announced it is parked (for inspection).
-    #[cfg_attr(shmbox_loom, allow(dead_code))]
-    pub(crate) fn is_parked(&self) -> bool {
-        self.word.load(Ordering::Relaxed) == PARKED
-    }
-
-    /// Sender, after publishing an item: wakes the receiver if it announced
-    /// it is parking. One load when nobody sleeps.
+    /// Takes a ticket, *before* publishing where one sleeps.
     #[inline]
-    pub(crate) fn unpark<F: Futex>(&self, futex: &F) {
-        // SYNC POINT: pairs with the fence in `park`.
-        fence(Ordering::SeqCst);
-        if self.word.load(Ordering::Relaxed) == PARKED
-            && self.word.swap(0, Ordering::Relaxed) == PARKED
-        {
-            futex.wake(self.word, 1);
-        }
+    pub(crate) fn ticket(&self) -> u32 {
+        // SYNC POINT: acquire pairs with the release bump in `ring`.
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until rung after `ticket` was taken, or `timeout` passes.
+    pub(crate) fn wait<F: Futex>(&self, futex: &F, ticket: u32, timeout: Option<Duration>) {
+        futex.wait(self.word, ticket, timeout);
+    }
+
+    /// Wakes up to `count` sleepers.
+    pub(crate) fn ring<F: Futex>(&self, futex: &F, count: u32) {
+        // SYNC POINT: pairs with the acquire load in `ticket`.
+        self.word.fetch_add(1, Ordering::Release);
+        futex.wake(self.word, count);
     }
 }
 
@@ -189,22 +171,86 @@ mod loom_tests {
     use crate::sync::AtomicU64;
     use loom::sync::Arc;
 
-    /// The park/wake handshake never loses a wake-up: a receiver that parks
-    /// (no timeout) always sees the item a sender publishes.
+    /// The receiver's park handshake never loses a wake-up: a receiver that
+    /// marks the cell at `head` PARKED and sleeps is always woken by the
+    /// producer whose push replaces the mark.
     #[test]
     fn park_wake_handshake() {
+        use crate::queue::{OffsetQueue, Pushed};
         loom::model(|| {
-            let state = Arc::new((AtomicU32::new(0), AtomicU64::new(0), LoomFutex::default()));
-            let s = state.clone();
-            let sender = loom::thread::spawn(move || {
-                s.1.store(42, Ordering::Relaxed);
-                Parker::new(&s.0).unpark(&s.2);
+            let q = Arc::new((
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                (0..2).map(|_| AtomicU64::new(0)).collect::<Vec<_>>(),
+                AtomicU32::new(0),
+                LoomFutex::default(),
+            ));
+            OffsetQueue::new(&q.0, &q.1, &q.2).init();
+            OffsetQueue::new(&q.0, &q.1, &q.2).reopen();
+            let p = q.clone();
+            let producer = loom::thread::spawn(move || {
+                let queue = OffsetQueue::new(&p.0, &p.1, &p.2);
+                if queue.push(7) == Ok(Pushed::WakeConsumer) {
+                    Doorbell::new(&p.3).ring(&p.4, 1);
+                }
             });
-            let parker = Parker::new(&state.0);
-            while state.1.load(Ordering::Relaxed) == 0 {
-                parker.park(&state.2, None, || state.1.load(Ordering::Relaxed) != 0);
+            let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
+            let bell = Doorbell::new(&q.3);
+            let got = loop {
+                if let Some(v) = queue.pop() {
+                    break v;
+                }
+                let ticket = bell.ticket();
+                if queue.mark_parked() {
+                    bell.wait(&q.4, ticket, None);
+                    queue.unmark_parked();
+                }
+            };
+            assert_eq!(got, 7);
+            producer.join().unwrap();
+        });
+    }
+
+    /// A producer blocked on a full queue flags the entry the consumer takes
+    /// next and is always woken when the consumer takes it.
+    #[test]
+    fn room_wake_handshake() {
+        use crate::queue::OffsetQueue;
+        loom::model(|| {
+            let q = Arc::new((
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                (0..2).map(|_| AtomicU64::new(0)).collect::<Vec<_>>(),
+                AtomicU32::new(0),
+                LoomFutex::default(),
+            ));
+            {
+                let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
+                queue.init();
+                queue.reopen();
+                queue.push(1).unwrap();
+                queue.push(2).unwrap();
             }
-            sender.join().unwrap();
+            let p = q.clone();
+            let producer = loom::thread::spawn(move || {
+                let queue = OffsetQueue::new(&p.0, &p.1, &p.2);
+                let bell = Doorbell::new(&p.3);
+                while queue.push(3).is_err() {
+                    let ticket = bell.ticket();
+                    if queue.mark_waiting() {
+                        bell.wait(&p.4, ticket, None);
+                    }
+                }
+            });
+            let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
+            let (first, waiter) = queue.pop_with(|_| {}).unwrap();
+            assert_eq!(first, 1);
+            if waiter {
+                Doorbell::new(&q.3).ring(&q.4, u32::MAX);
+            }
+            producer.join().unwrap();
+            assert_eq!(queue.pop(), Some(2));
+            assert_eq!(queue.pop(), Some(3));
         });
     }
 

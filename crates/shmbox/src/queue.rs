@@ -29,6 +29,23 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// The value of a closed cell.
 pub(crate) const CLOSED: u32 = u32::MAX;
+/// The value of the empty cell at `head` while its consumer sleeps waiting
+/// for it: the producer that fills it knows it must ring the doorbell.
+pub(crate) const PARKED: u32 = u32::MAX - 1;
+/// Flag on a filled cell's value: a producer sleeps waiting for room, and
+/// the consumer that takes the entry must ring the doorbell.
+pub(crate) const WAITER: u32 = 1 << 31;
+/// Values at or above this are markers, never entries.
+pub(crate) const MAX_VALUE: u32 = WAITER - 2;
+
+/// What a successful push found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// The consumer is awake (or spinning).
+    Quiet,
+    /// The consumer was asleep on this entry: wake it.
+    WakeConsumer,
+}
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +97,12 @@ impl<'a> OffsetQueue<'a> {
         &self.cells[(pos as usize) & (self.cells.len() - 1)]
     }
 
-    /// Producer: appends `value` (neither `0` nor [`CLOSED`]).
+    /// Producer: appends `value` (non-zero, below [`MAX_VALUE`]).
     ///
     /// Bounded: every retry follows progress by another producer or the
     /// consumer, and a corrupt queue can make it report `Full` but not spin.
-    pub(crate) fn push(&self, value: u32) -> Result<(), PushError> {
-        debug_assert!(value != 0 && value != CLOSED);
+    pub(crate) fn push(&self, value: u32) -> Result<Pushed, PushError> {
+        debug_assert!(value != 0 && value < MAX_VALUE);
         let cap = self.cells.len() as u32;
         let mut tail = self.tail.load(Ordering::Relaxed);
         // Each retry re-reads `tail`; a hostile region could keep changing
@@ -96,19 +113,22 @@ impl<'a> OffsetQueue<'a> {
             let stamp = stamp_of(current);
             let pos = tail as u32;
             if stamp == pos {
-                if current as u32 == CLOSED {
+                let marker = current as u32;
+                if marker == CLOSED {
                     return Err(PushError::Closed);
                 }
                 // SYNC POINT: the release half publishes the chunk's header
-                // and payload; pairs with the acquire load in `pop`.
-                if cell
-                    .compare_exchange(
-                        pack(pos, 0),
-                        pack(pos.wrapping_add(1), value),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
+                // and payload; pairs with the acquire load in `pop`. The
+                // acquire half pairs with the consumer's PARKED mark.
+                if (marker == 0 || marker == PARKED)
+                    && cell
+                        .compare_exchange(
+                            current,
+                            pack(pos.wrapping_add(1), value),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
                 {
                     let _ = self.tail.compare_exchange(
                         tail,
@@ -116,7 +136,11 @@ impl<'a> OffsetQueue<'a> {
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
-                    return Ok(());
+                    return Ok(if marker == PARKED {
+                        Pushed::WakeConsumer
+                    } else {
+                        Pushed::Quiet
+                    });
                 }
             } else if stamp == pos.wrapping_add(1) {
                 // Filled by another producer that has not advanced `tail` yet.
@@ -148,14 +172,15 @@ impl<'a> OffsetQueue<'a> {
     #[cfg_attr(not(test), allow(dead_code))]
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
-        self.pop_with(|_| {})
+        self.pop_with(|_| {}).map(|(value, _)| value)
     }
 
     /// Like [`pop`](Self::pop), calling `announce(value)` after reading the
     /// entry and before removing it, so that at no instant the value is
-    /// neither in the queue nor announced.
+    /// neither in the queue nor announced. Also tells whether a producer is
+    /// asleep waiting for room (then ring its doorbell).
     #[inline]
-    pub(crate) fn pop_with(&self, announce: impl FnOnce(u32)) -> Option<u32> {
+    pub(crate) fn pop_with(&self, announce: impl FnOnce(u32)) -> Option<(u32, bool)> {
         let head = self.head.load(Ordering::Relaxed);
         let cell = self.cell(head);
         // SYNC POINT: pairs with the release half of the CAS in `push`.
@@ -163,14 +188,85 @@ impl<'a> OffsetQueue<'a> {
         if stamp_of(current) != (head as u32).wrapping_add(1) {
             return None;
         }
-        announce(current as u32);
+        let value = current as u32 & !WAITER;
+        announce(value);
         let cap = self.cells.len() as u32;
         // SYNC POINT: re-arming releases the cell to producers of the next
         // lap (pairs with their acquire load) and publishes the announcement
-        // to sweepers that no longer find the value in the queue.
-        cell.store(pack((head as u32).wrapping_add(cap), 0), Ordering::Release);
+        // to sweepers that no longer find the value in the queue. A swap,
+        // not a store: a blocked producer may have flagged the entry
+        // WAITER since we read it, and that flag must not be lost.
+        let taken = cell.swap(pack((head as u32).wrapping_add(cap), 0), Ordering::AcqRel);
         self.head.store(head.wrapping_add(1), Ordering::Release);
-        Some(current as u32)
+        Some((value, taken as u32 & WAITER != 0))
+    }
+
+    /// Producer, finding the queue full: flags the entry the consumer takes
+    /// next, so that the consumer rings the room doorbell when it takes it.
+    /// Returns `false` if the queue is no longer full (try again instead of
+    /// sleeping).
+    pub(crate) fn mark_waiting(&self) -> bool {
+        let cap = self.cells.len() as u32;
+        let tail = self.tail.load(Ordering::Relaxed);
+        let cell = self.cell(tail);
+        let current = cell.load(Ordering::Acquire);
+        if stamp_of(current) != (tail as u32).wrapping_sub(cap).wrapping_add(1) {
+            return false;
+        }
+        current as u32 & WAITER != 0
+            || cell
+                .compare_exchange(
+                    current,
+                    current | u64::from(WAITER),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Consumer, finding the queue empty: marks the cell it waits on, so the
+    /// producer that fills it rings the doorbell. Returns `false` if an
+    /// entry arrived (or the queue closed) meanwhile: do not sleep.
+    pub(crate) fn mark_parked(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        let cell = self.cell(head);
+        let current = cell.load(Ordering::Acquire);
+        if stamp_of(current) != head as u32 {
+            return false;
+        }
+        match current as u32 {
+            PARKED => true,
+            // SYNC POINT: release pairs with the acquire half of the
+            // producer's CAS that replaces the mark.
+            0 => cell
+                .compare_exchange(
+                    current,
+                    pack(head as u32, PARKED),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Consumer, awake again: removes its mark if no entry replaced it.
+    pub(crate) fn unmark_parked(&self) {
+        let head = self.head.load(Ordering::Relaxed);
+        let parked = pack(head as u32, PARKED);
+        let _ = self.cell(head).compare_exchange(
+            parked,
+            pack(head as u32, 0),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the consumer is asleep waiting for an entry (for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn is_parked(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        self.cell(head).load(Ordering::Relaxed) == pack(head as u32, PARKED)
     }
 
     /// Whether some cell holds `value` (a published, untaken entry).
@@ -178,7 +274,7 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn contains(&self, value: u32) -> bool {
         self.cells
             .iter()
-            .any(|c| c.load(Ordering::Acquire) as u32 == value)
+            .any(|c| c.load(Ordering::Acquire) as u32 & !WAITER == value)
     }
 
     /// Consumer (or whoever took over from a dead one): closes the queue and
@@ -224,7 +320,7 @@ impl<'a> OffsetQueue<'a> {
                 Ordering::Release,
             );
             head = head.wrapping_add(1);
-            on_entry(current as u32);
+            on_entry(current as u32 & !WAITER);
         }
         self.head.store(head, Ordering::Release);
         self.tail.store(head, Ordering::Release);
@@ -238,14 +334,6 @@ impl<'a> OffsetQueue<'a> {
                 cell.store(pack(stamp_of(current), 0), Ordering::Release);
             }
         }
-    }
-
-    /// Whether `pop` would return a value now.
-    #[cfg_attr(shmbox_loom, allow(dead_code))]
-    #[inline]
-    pub(crate) fn is_ready(&self) -> bool {
-        let head = self.head.load(Ordering::Relaxed);
-        stamp_of(self.cell(head).load(Ordering::Acquire)) == (head as u32).wrapping_add(1)
     }
 
     /// Entries published and not yet taken (racy; for inspection).
@@ -477,7 +565,7 @@ mod loom_tests {
             view.close(|v| drained.push(v));
             let pushed = producer.join().unwrap();
             match pushed {
-                Ok(()) => assert_eq!(drained, [7]),
+                Ok(_) => assert_eq!(drained, [7]),
                 Err(e) => {
                     assert_eq!(e, PushError::Closed);
                     assert!(drained.is_empty());

@@ -638,7 +638,7 @@ impl Region {
                     queued: m.mailbox(slot).queue.len(),
                     alive: !self.is_dead(slot),
                     strategy: WaitStrategy::from_raw(view.strategy.load(Ordering::Relaxed)),
-                    parked: m.mailbox(slot).parker.is_parked(),
+                    parked: m.mailbox(slot).queue.is_parked(),
                     capacity: u64::from(m.layout.config.mailbox_capacity),
                     holding: (0..m.layout.classes.len())
                         .map(|c| m.pool(c as u8).held_by(1u64 << slot))

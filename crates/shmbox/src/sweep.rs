@@ -148,7 +148,7 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
         report.messages += 1;
         report.chunks += u32::from(discard(m, futex, value, bit));
     });
-    mailbox.room.notify(futex);
+    mailbox.room.ring(futex, u32::MAX);
     let taking = view.taking.load(Ordering::Acquire);
     for (class, layout) in m.layout.classes.iter().enumerate() {
         let class = class as u8;
