@@ -3,8 +3,10 @@
 //! ```text
 //! offset 0        header (one page): magic, version, state, config, section offsets
 //! slots_offset    participant slots, SLOT_SIZE bytes each:
-//!                 +0 state | +8 pid | +12 wait strategy | +16 name | +48 taking
-//!                 | +64 counters (own cache line, written by the owner only)
+//!                 +0 state | +8 pid | +12 wait strategy | +16 name (read by
+//!                 every sender: written only on join and leave)
+//!                 | +64 counters | +112 taking (the owner's own cache line,
+//!                 written on every message)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
 //!                 +0 tail line | +64 head line (head, room doorbell)
 //!                 | +128 park line | +192 cells (capacity x u64)
@@ -592,7 +594,7 @@ impl Mapped {
             pid: b.u32(8),
             strategy: b.u32(12),
             name: b.u64s(16, 4),
-            taking: b.u32(48),
+            taking: b.u32(LINE + 48),
             counters: b.u64s(LINE, COUNTERS),
         }
     }

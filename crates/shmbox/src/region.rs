@@ -628,6 +628,7 @@ impl Region {
                 if registry::status(state) != registry::ACTIVE {
                     return None;
                 }
+                let alive = !self.is_dead(slot);
                 Some(ParticipantInfo {
                     address: Address {
                         slot,
@@ -636,9 +637,9 @@ impl Region {
                     name: registry::decode_name(&registry::load_name(&view))?,
                     pid: view.pid.load(Ordering::Relaxed),
                     queued: m.mailbox(slot).queue.len(),
-                    alive: !self.is_dead(slot),
+                    alive,
                     strategy: WaitStrategy::from_raw(view.strategy.load(Ordering::Relaxed)),
-                    parked: m.mailbox(slot).queue.is_parked(),
+                    parked: alive && m.mailbox(slot).queue.is_parked(),
                     capacity: u64::from(m.layout.config.mailbox_capacity),
                     holding: (0..m.layout.classes.len())
                         .map(|c| m.pool(c as u8).held_by(1u64 << slot))
