@@ -1,0 +1,237 @@
+//! A whole run: the idle check, then every measurement one after the
+//! other (never two at once), then the report.
+
+use crate::machine::{idle_check, LoadProbe, Machine};
+use crate::measure::{Ctx, Plan, FAN_IN_SENDERS, THROUGHPUT_SIZES};
+use crate::proc::Launcher;
+use crate::report::{FanInRow, LatencyRow, PayloadMode, Pinning, Report, ThroughputRow};
+use crate::transports::shmbox::{self as sb, BenchRegion};
+use crate::transports::{kernel, raw, Latency, Throughput, LATENCY, THROUGHPUT};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// Shows progress on stderr when asked to and stderr is a terminal.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(wanted: bool, total: usize) -> Progress {
+        if !wanted || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::new(total as u64);
+        if let Ok(style) = ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Progress(Some(bar))
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(what.to_string());
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The latency cells of `transport`: (size, mode).
+fn cells(transport: Latency, sizes: &[usize]) -> Vec<(usize, PayloadMode)> {
+    if !transport.has_payload() {
+        return vec![(crate::payload::MIN_SIZE, PayloadMode::Untouched)];
+    }
+    sizes
+        .iter()
+        .flat_map(|&s| PayloadMode::ALL.map(|m| (s, m)))
+        .collect()
+}
+
+fn latency_row(label: &str, size: usize, mode: PayloadMode, h: &Histogram<u64>) -> LatencyRow {
+    let one_way = |ns: u64| ns as f64 / 2.0;
+    LatencyRow {
+        transport: label.into(),
+        size,
+        mode,
+        rounds: h.len(),
+        p50_ns: one_way(h.value_at_quantile(0.50)),
+        p99_ns: one_way(h.value_at_quantile(0.99)),
+        p999_ns: one_way(h.value_at_quantile(0.999)),
+        max_ns: one_way(h.max()),
+        mean_ns: h.mean() / 2.0,
+        vs_floor: None,
+        vs_unix: None,
+    }
+}
+
+fn throughput_row(
+    label: &str,
+    size: usize,
+    reads: bool,
+    (messages, seconds): (u64, f64),
+) -> ThroughputRow {
+    let rate = messages as f64 / seconds;
+    ThroughputRow {
+        transport: label.into(),
+        size,
+        receiver_reads: reads,
+        messages,
+        seconds,
+        msgs_per_sec: rate,
+        gb_per_sec: rate * size as f64 / 1e9,
+        vs_floor: None,
+        vs_unix: None,
+    }
+}
+
+/// Runs `plan`.
+pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
+    let started = Instant::now();
+    let machine = Machine::describe();
+    let mut idle = idle_check(plan.idle_window);
+    let probe = LoadProbe::start();
+    let launcher = Launcher::new()?;
+    let mut ctx = Ctx { launcher, plan };
+    let total = LATENCY
+        .iter()
+        .map(|&t| cells(t, &ctx.plan.sizes).len())
+        .sum::<usize>()
+        + THROUGHPUT.len() * THROUGHPUT_SIZES.len() * 2
+        + FAN_IN_SENDERS.len();
+    let bar = Progress::new(progress, total);
+    let mut failures = Vec::new();
+
+    let mut latency = Vec::new();
+    for transport in LATENCY {
+        let label = transport.label();
+        let region = match transport {
+            Latency::Shmbox(s) => match BenchRegion::create(&format!("{s:?}"), ctx.plan.max_size())
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    failures.push(format!("{label}: {e}"));
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let budget = match transport.slow() {
+            true => ctx.plan.slow,
+            false => ctx.plan.fast,
+        };
+        for (size, mode) in cells(transport, &ctx.plan.sizes) {
+            let what = format!("{label}, {}, {mode:?}", crate::report::format_size(size));
+            bar.step(&what);
+            let written = mode == PayloadMode::Written;
+            let result = match (transport, &region) {
+                (Latency::Raw(kind), _) => raw::latency(&mut ctx, kind, size, written, &budget),
+                (Latency::Shmbox(s), Some(region)) => {
+                    sb::latency(&mut ctx, region, s, size, written, &budget)
+                }
+                (Latency::Shmbox(_), None) => unreachable!("shmbox transports have a region"),
+                (Latency::Pipe, _) => {
+                    kernel::latency(&mut ctx, kernel::Kind::Pipe, size, written, &budget)
+                }
+                (Latency::Unix, _) => {
+                    kernel::latency(&mut ctx, kernel::Kind::Unix, size, written, &budget)
+                }
+                (Latency::Tcp, _) => {
+                    kernel::latency(&mut ctx, kernel::Kind::Tcp, size, written, &budget)
+                }
+            };
+            match result {
+                Ok(h) => latency.push(latency_row(label, size, mode, &h)),
+                Err(e) => failures.push(format!("latency {what}: {e}")),
+            }
+            bar.done();
+        }
+    }
+
+    let mut throughput = Vec::new();
+    let region = BenchRegion::create("stream", THROUGHPUT_SIZES[1]);
+    for transport in THROUGHPUT {
+        let label = transport.label();
+        for size in THROUGHPUT_SIZES {
+            for reads in [false, true] {
+                let what = format!(
+                    "{label}, {}, reads {reads}",
+                    crate::report::format_size(size)
+                );
+                bar.step(&what);
+                let result = match (transport, &region) {
+                    (Throughput::Ring, _) => raw::ring_throughput(&mut ctx, size, reads),
+                    (Throughput::ShmboxSpin, Ok(region)) => {
+                        sb::throughput(&mut ctx, region, size, reads)
+                    }
+                    (Throughput::ShmboxSpin, Err(e)) => Err(e.clone()),
+                    (Throughput::Unix, _) => kernel::unix_throughput(&mut ctx, size, reads),
+                };
+                match result {
+                    Ok(r) => throughput.push(throughput_row(label, size, reads, r)),
+                    Err(e) => failures.push(format!("throughput {what}: {e}")),
+                }
+                bar.done();
+            }
+        }
+    }
+
+    let mut fan_in = Vec::new();
+    for senders in FAN_IN_SENDERS {
+        bar.step(&format!("many-to-one, {senders} senders"));
+        let result = match &region {
+            Ok(region) => sb::fan_in(&mut ctx, region, senders),
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok((messages, seconds)) => fan_in.push(FanInRow {
+                senders,
+                size: 8,
+                messages,
+                seconds,
+                msgs_per_sec: messages as f64 / seconds,
+            }),
+            Err(e) => failures.push(format!("many-to-one, {senders} senders: {e}")),
+        }
+        bar.done();
+    }
+    drop(region);
+    drop(bar);
+    if let Some(probe) = probe {
+        probe.finish(&mut idle);
+    }
+
+    let pinning = Pinning {
+        parent_cpu: ctx.launcher.parent_cpu(),
+        peer_cpus: ctx.launcher.peer_cpus().to_vec(),
+        peers: ctx.launcher.spawned,
+        peers_pinned: ctx.launcher.pinned,
+    };
+    let mut report = Report {
+        machine,
+        idle,
+        pinning,
+        quick: ctx.plan.quick,
+        sizes: ctx.plan.sizes.clone(),
+        shmbox_config: sb::config(ctx.plan.max_size()).to_string(),
+        latency,
+        throughput,
+        fan_in,
+        failures,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    report.compute_ratios();
+    Ok(report)
+}

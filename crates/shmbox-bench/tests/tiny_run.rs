@@ -1,0 +1,93 @@
+//! Smoke test of the whole harness: every transport and measurement with
+//! budgets of a few milliseconds, real peer processes included. It has its
+//! own `main` (no libtest) because the peers re-execute this binary.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The run is killed (and the peers with it) if it takes longer.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn check() -> Result<(), String> {
+    let report = shmbox_bench::testing::run_tiny(&[8, 4096])?;
+    if !report.failures.is_empty() {
+        return Err(format!("failures:\n{}", report.failures.join("\n")));
+    }
+    // raw flag once; 8 other transports x 2 sizes x 2 modes.
+    if report.latency.len() != 1 + 8 * 2 * 2 {
+        return Err(format!("{} latency rows", report.latency.len()));
+    }
+    if report.throughput.len() != 3 * 2 * 2 || report.fan_in.len() != 3 {
+        return Err("missing throughput rows".into());
+    }
+    if let Some(r) = report
+        .latency
+        .iter()
+        .find(|r| r.rounds == 0 || r.p50_ns <= 0.0)
+    {
+        return Err(format!("empty latency row {r:?}"));
+    }
+    if let Some(r) = report.throughput.iter().find(|r| r.messages == 0) {
+        return Err(format!("empty throughput row {r:?}"));
+    }
+    let table = report.table();
+    for needle in [
+        "machine:",
+        "shmbox spin",
+        "raw futex",
+        "tcp loopback",
+        "Many-to-one",
+    ] {
+        if !table.contains(needle) {
+            return Err(format!("{needle:?} missing from the table:\n{table}"));
+        }
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&report.to_json()).map_err(|e| e.to_string())?;
+    if json["latency"].as_array().map(Vec::len) != Some(report.latency.len()) {
+        return Err("JSON lacks the latency rows".into());
+    }
+    let svg = std::env::temp_dir().join(format!("shmbox-bench-tiny-{}.svg", std::process::id()));
+    report.write_svg(&svg)?;
+    let _ = std::fs::remove_file(&svg);
+    // Nothing left behind in /dev/shm.
+    let pid = std::process::id();
+    let leftovers: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(&format!("bench-{pid}-")))
+        .collect();
+    if !leftovers.is_empty() {
+        return Err(format!("left in /dev/shm: {leftovers:?}"));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    shmbox_bench::peer_main_if_requested();
+    if std::env::args().any(|a| a == "--list") {
+        println!("tiny_run: test");
+        return ExitCode::SUCCESS;
+    }
+    std::thread::spawn(|| {
+        std::thread::sleep(WATCHDOG);
+        eprintln!("tiny_run: still running after {WATCHDOG:?}; aborting");
+        std::process::exit(2);
+    });
+    let started = Instant::now();
+    println!("\nrunning 1 test");
+    let result = check();
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            println!("test tiny_run ... ok\n");
+            println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("test tiny_run ... FAILED\n\n{e}\n");
+            println!("test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `shmbox gc NAME | --all [--json]`: sweep dead participants.
+
+use super::{describe_open_error, open_region};
+use crate::cli::GcArgs;
+use crate::output::{self, SCHEMA};
+use crate::{Failure, Result};
+use serde::Serialize;
+use shmbox::{OpenError, Region};
+
+#[derive(Debug, Serialize)]
+struct Report {
+    schema: u32,
+    regions: Vec<Swept>,
+}
+
+/// What one region's sweep reclaimed; the counts are `null` when the region
+/// could not be opened (`ok` false, `error` says why).
+#[derive(Debug, Serialize)]
+struct Swept {
+    name: String,
+    ok: bool,
+    error: Option<String>,
+    participants: Option<u32>,
+    messages: Option<u32>,
+    chunks: Option<u32>,
+}
+
+pub fn run(args: GcArgs) -> Result {
+    let mut failed = 0;
+    let regions: Vec<Swept> = if let Some(name) = &args.name {
+        let region = open_region(name)?;
+        vec![sweep(name, &region)]
+    } else {
+        let names =
+            Region::list().map_err(|e| Failure::error(format!("cannot list /dev/shm: {e}")))?;
+        names
+            .iter()
+            .filter_map(|name| match Region::open(name) {
+                Ok(region) => Some(sweep(name, &region)),
+                // Removed since it was listed.
+                Err(OpenError::NotFound { .. }) => None,
+                Err(e) => {
+                    failed += 1;
+                    Some(Swept {
+                        name: name.clone(),
+                        ok: false,
+                        error: Some(describe_open_error(name, &e)),
+                        participants: None,
+                        messages: None,
+                        chunks: None,
+                    })
+                }
+            })
+            .collect()
+    };
+    if args.json {
+        output::print_json(&Report {
+            schema: SCHEMA,
+            regions,
+        })?;
+    } else {
+        let mut text = String::new();
+        for r in &regions {
+            match (&r.error, r.participants, r.messages, r.chunks) {
+                (Some(e), ..) => text.push_str(&format!("{}: skipped: {e}\n", r.name)),
+                (None, Some(0), ..) => text.push_str(&format!("{}: nothing to reclaim\n", r.name)),
+                (None, Some(p), Some(m), Some(c)) => text.push_str(&format!(
+                    "{}: reclaimed {p} participant{}, {m} queued message{}, {c} chunk{}\n",
+                    r.name,
+                    plural(p),
+                    plural(m),
+                    plural(c)
+                )),
+                _ => {}
+            }
+        }
+        if regions.is_empty() {
+            text.push_str("no shmbox regions\n");
+        }
+        output::print(&text)?;
+    }
+    if failed > 0 {
+        return Err(Failure::error(format!(
+            "{failed} region{} could not be opened (see above)",
+            plural(failed)
+        )));
+    }
+    Ok(())
+}
+
+fn sweep(name: &str, region: &Region) -> Swept {
+    let report = region.sweep();
+    Swept {
+        name: name.to_string(),
+        ok: true,
+        error: None,
+        participants: Some(report.participants),
+        messages: Some(report.messages),
+        chunks: Some(report.chunks),
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

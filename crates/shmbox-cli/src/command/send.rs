@@ -1,0 +1,194 @@
+//! `shmbox send NAME --to PEER [--as NAME] [--lines] [--wait D] [--timeout D]`
+
+use super::{join, open_region};
+use crate::cli::SendArgs;
+use crate::output::{self, exact_bytes};
+use crate::{Failure, Result};
+use shmbox::{Address, LoanError, LookupError, Mailbox, Region, SendError, SendTimeoutError};
+use std::io::{BufRead, IsTerminal, Read};
+use std::time::{Duration, Instant};
+
+pub fn run(args: SendArgs) -> Result {
+    let region = open_region(&args.name)?;
+    let max = region.config().max_message_size();
+    let mut stdin = std::io::stdin().lock();
+    // The whole input is read (and checked) before joining.
+    let whole = if args.lines {
+        None
+    } else {
+        if std::io::stdin().is_terminal() {
+            eprintln!("reading the message from the terminal; end it with Ctrl-D");
+        }
+        let mut data = Vec::new();
+        stdin
+            .by_ref()
+            .take(max.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| Failure::error(format!("reading standard input failed: {e}")))?;
+        if data.len() as u64 > max {
+            return Err(too_large(&args.name, max, "the input is", None));
+        }
+        Some(data)
+    };
+    let as_name = args
+        .as_name
+        .clone()
+        .unwrap_or_else(|| format!("send-{}", std::process::id()));
+    let me = join(&region, &args.name, &as_name)?;
+    let to = peer(&region, &args)?;
+    let sender = Sender {
+        me: &me,
+        to,
+        args: &args,
+        sent: 0,
+    };
+    match whole {
+        Some(data) => sender.run(std::iter::once(Ok(data)), max),
+        None => sender.run(Lines(stdin), max),
+    }
+}
+
+/// The lines of a reader as byte vectors, without their `\n`.
+struct Lines<R>(R);
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = std::io::Result<Vec<u8>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = Vec::new();
+        match self.0.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(Ok(line))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+struct Sender<'a> {
+    me: &'a Mailbox,
+    to: Address,
+    args: &'a SendArgs,
+    sent: u64,
+}
+
+impl Sender<'_> {
+    fn run(mut self, messages: impl Iterator<Item = std::io::Result<Vec<u8>>>, max: u64) -> Result {
+        for (i, message) in messages.enumerate() {
+            let message = message
+                .map_err(|e| Failure::error(format!("reading standard input failed: {e}")))?;
+            if message.len() as u64 > max {
+                return Err(too_large(
+                    &self.args.name,
+                    max,
+                    &format!("line {} is {} bytes,", i + 1, message.len()),
+                    Some(self.sent),
+                ));
+            }
+            self.send(&message)?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    fn send(&self, data: &[u8]) -> Result {
+        let me = self.me;
+        let args = self.args;
+        let loan = match args.timeout {
+            Some(t) => me.loan_timeout(data.len(), t),
+            None => me.loan(data.len()),
+        };
+        let mut loan = loan.map_err(|e| match e {
+            LoanError::TooLarge { max, .. } => too_large(&args.name, max, "a message is", Some(self.sent)),
+            LoanError::Timeout { class_size } => Failure::error(format!(
+                "no free {}-byte chunk in region '{}' within {}{}; `shmbox info {}` shows who holds them",
+                class_size,
+                args.name,
+                output::duration_fine(args.timeout.unwrap_or_default()),
+                self.progress(),
+                args.name
+            )),
+        })?;
+        loan.copy_from_slice(data);
+        let left = || {
+            Failure::error(format!(
+                "'{}' left region '{}'{}",
+                args.to,
+                args.name,
+                self.progress()
+            ))
+        };
+        match args.timeout {
+            Some(t) => me.send_timeout(loan, &self.to, t).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => Failure::error(format!(
+                    "the mailbox of '{}' stayed full for {}{}; is it receiving?",
+                    args.to,
+                    output::duration_fine(t),
+                    self.progress()
+                )),
+                SendTimeoutError::Disconnected(_) => left(),
+            }),
+            None => me
+                .send(loan, &self.to)
+                .map_err(|SendError::Disconnected(_)| left()),
+        }
+    }
+
+    fn progress(&self) -> String {
+        match self.sent {
+            0 => String::new(),
+            1 => " after 1 message was delivered".into(),
+            n => format!(" after {n} messages were delivered"),
+        }
+    }
+}
+
+/// The address of `--to`, waiting up to `--wait` for it to join.
+fn peer(region: &Region, args: &SendArgs) -> Result<Address> {
+    let deadline = args.wait.map(|w| Instant::now() + w);
+    loop {
+        match region.address(&args.to) {
+            Ok(a) => return Ok(a),
+            Err(LookupError::InvalidName(n)) => {
+                return Err(Failure::usage(format!(
+                    "invalid participant name '{}': {n}",
+                    args.to
+                )))
+            }
+            Err(LookupError::NotFound(_)) => {}
+        }
+        match deadline {
+            Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_millis(5)),
+            Some(_) => {
+                return Err(Failure::error(format!(
+                    "no participant named '{}' joined region '{}' within {}; `shmbox info {}` lists participants",
+                    args.to,
+                    args.name,
+                    output::duration_fine(args.wait.unwrap_or_default()),
+                    args.name
+                )))
+            }
+            None => {
+                return Err(Failure::error(format!(
+                    "no participant named '{}' in region '{}'; `shmbox info {}` lists participants (--wait D waits for it to join)",
+                    args.to, args.name, args.name
+                )))
+            }
+        }
+    }
+}
+
+fn too_large(region: &str, max: u64, what: &str, sent: Option<u64>) -> Failure {
+    let sent = match sent {
+        Some(0) | None => String::new(),
+        Some(1) => " (1 earlier message was sent)".to_string(),
+        Some(n) => format!(" ({n} earlier messages were sent)"),
+    };
+    Failure::error(format!(
+        "{what} larger than {} ({max} bytes), the largest message region '{region}' carries{sent}; send it in pieces (--lines), or create the region with a larger --class",
+        exact_bytes(max)
+    ))
+}
