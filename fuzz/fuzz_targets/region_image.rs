@@ -108,7 +108,7 @@ fn apply(layout: &Layout, image: &mut [u8], mut ops: &[u8]) -> bool {
                         let pos = u64::from(b) | u64::from(c) << 8 | u64::from(d) << 16;
                         let at = layout.mailbox(slot) as usize;
                         put(image, at, &pos.to_le_bytes()); // tail
-                        put(image, at + 64, &pos.to_le_bytes()); // head
+                        put(image, at + 128, &pos.to_le_bytes()); // head
                     }
                     _ => {
                         let capacity = layout.classes[class].size;

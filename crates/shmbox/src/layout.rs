@@ -5,15 +5,23 @@
 //! slots_offset    participant slots, SLOT_SIZE bytes each:
 //!                 +0 state | +8 pid | +12 wait strategy | +16 name (read by
 //!                 every sender: written only on join and leave)
-//!                 | +64 counters | +112 taking (the owner's own cache line,
+//!                 | +128 counters | +176 taking (the owner's own line,
 //!                 written on every message)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
-//!                 +0 tail line | +64 head line (head, room doorbell)
-//!                 | +128 park line | +192 cells (capacity x u64)
+//!                 +0 tail | +64 receiver's doorbell (both written by senders)
+//!                 | +128 head, room doorbell (written by the receiver)
+//!                 | +256 cells (capacity x u64)
 //! per class c     pool line (waiters, seq) + free bitmap (one bit per chunk)
 //! per class c     count chunks of stride = 64 + round_up(size, 64) bytes:
 //!                 +0 chunk header (holders, len, sender, dest) | +64 payload
 //! ```
+//!
+//! Lines written by different parties never share a 128-byte pair
+//! ([`PAIR`]): x86 cores fetch lines in such pairs (the adjacent-line
+//! prefetcher), so a line one core writes next to a line another core reads
+//! would bounce between them. Chunk areas start on a pair, so the header
+//! and first payload line of a 64-byte chunk, which travel together, form
+//! one.
 //!
 //! Shared memory holds offsets, never pointers. A mailbox cell carries a
 //! chunk's header offset divided by 64 in 31 bits, so a region addresses
@@ -40,9 +48,14 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
-pub(crate) const SLOT_SIZE: u64 = 128;
+/// Two cache lines: the unit the adjacent-line prefetcher moves.
+pub(crate) const PAIR: u64 = 2 * LINE;
+pub(crate) const SLOT_SIZE: u64 = 2 * PAIR;
+/// Offset of the owner's own line in a slot.
+const SLOT_OWNER: u64 = PAIR;
 pub(crate) const CHUNK_HEADER: u64 = 64;
-const MAILBOX_CELLS: u64 = 3 * LINE;
+const MAILBOX_HEAD: u64 = PAIR;
+const MAILBOX_CELLS: u64 = 2 * PAIR;
 /// Cells store offset / 64 in 31 bits, below the queue's marker values.
 pub(crate) const MAX_REGION_SIZE: u64 = LINE * crate::queue::MAX_VALUE as u64;
 
@@ -152,13 +165,13 @@ impl Layout {
         let slots_offset = HEADER_SIZE;
         let n = u64::from(config.max_participants);
         let mailboxes_offset = slots_offset + n * SLOT_SIZE;
-        let mailbox_stride = MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, LINE);
+        let mailbox_stride = MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, PAIR);
         let mut at = mailboxes_offset + n * mailbox_stride;
         let mut classes = Vec::with_capacity(config.classes.len());
         for c in &config.classes {
             let bitmap_words = (c.count as usize).div_ceil(64);
             let pool_offset = at;
-            at += LINE + round_up(bitmap_words as u64 * 8, LINE);
+            at += round_up(LINE + bitmap_words as u64 * 8, PAIR);
             classes.push(ClassLayout {
                 size: c.size,
                 count: c.count,
@@ -187,11 +200,11 @@ impl Layout {
         let n = u64::from(config.max_participants);
         let mut total = HEADER_SIZE
             + n * SLOT_SIZE
-            + n * (MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, LINE));
+            + n * (MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, PAIR));
         for c in &config.classes {
-            let bitmap = LINE + round_up((c.count as u64).div_ceil(64) * 8, LINE);
+            let bitmap = round_up(LINE + (c.count as u64).div_ceil(64) * 8, PAIR);
             let chunks = u64::from(c.count).saturating_mul(
-                CHUNK_HEADER.saturating_add(round_up(c.size.min(u64::MAX / 2), LINE)),
+                CHUNK_HEADER.saturating_add(round_up(c.size.min(u64::MAX / 4), LINE)),
             );
             total = total.saturating_add(bitmap).saturating_add(chunks);
         }
@@ -594,8 +607,8 @@ impl Mapped {
             pid: b.u32(8),
             strategy: b.u32(12),
             name: b.u64s(16, 4),
-            taking: b.u32(LINE + 48),
-            counters: b.u64s(LINE, COUNTERS),
+            taking: b.u32(SLOT_OWNER + 48),
+            counters: b.u64s(SLOT_OWNER, COUNTERS),
         }
     }
 
@@ -609,9 +622,9 @@ impl Mapped {
         );
         let cap = self.layout.config.mailbox_capacity as usize;
         MailboxView {
-            queue: OffsetQueue::new(b.u64(0), b.u64(LINE), b.u64s(MAILBOX_CELLS, cap)),
-            room: Doorbell::new(b.u32(LINE + 12)),
-            parker: Doorbell::new(b.u32(2 * LINE)),
+            queue: OffsetQueue::new(b.u64(0), b.u64(MAILBOX_HEAD), b.u64s(MAILBOX_CELLS, cap)),
+            room: Doorbell::new(b.u32(MAILBOX_HEAD + 12)),
+            parker: Doorbell::new(b.u32(LINE)),
         }
     }
 

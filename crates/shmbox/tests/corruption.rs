@@ -98,9 +98,10 @@ fn config() -> Config {
 
 const HEADER_SIZE: u64 = 4096;
 const LINE: u64 = 64;
-const SLOT_SIZE: u64 = 128;
+const SLOT_SIZE: u64 = 256;
 const CHUNK_HEADER: u64 = 64;
-const MAILBOX_CELLS: u64 = 3 * LINE;
+const MAILBOX_CELLS: u64 = 4 * LINE;
+const PAIR: u64 = 2 * LINE;
 
 fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
@@ -131,7 +132,7 @@ impl Layout {
         let capacity = u64::from(config.mailbox_capacity());
         let slots = HEADER_SIZE;
         let mailboxes = slots + n * SLOT_SIZE;
-        let mailbox_stride = MAILBOX_CELLS + round_up(capacity * 8, LINE);
+        let mailbox_stride = MAILBOX_CELLS + round_up(capacity * 8, PAIR);
         let mut at = mailboxes + n * mailbox_stride;
         let mut classes = Vec::new();
         for c in config.classes() {
@@ -143,7 +144,7 @@ impl Layout {
                 count: u64::from(c.count),
                 stride: CHUNK_HEADER + round_up(c.size, LINE),
             });
-            at += LINE + round_up(bitmap_words * 8, LINE);
+            at += round_up(LINE + bitmap_words * 8, PAIR);
         }
         for c in &mut classes {
             c.chunks = at;
@@ -226,8 +227,9 @@ fn scribble(l: &Layout, rng: &mut StdRng, file: &std::fs::File) -> (Area, u64, V
             }
         }
         Area::MailboxIndex => {
-            // tail (+0), head (+64), room waiters/seq (+72), parker (+128).
-            let field = [0, LINE, LINE + 8, 2 * LINE][rng.random_range(0..4)];
+            // tail (+0), receiver's doorbell (+64), head (+128), room
+            // doorbell (+140).
+            let field = [0, LINE, 2 * LINE, 2 * LINE + 8][rng.random_range(0..4)];
             let at = l.mailbox(slot) + field;
             if plausible {
                 let pos = rng.random_range(0..4 * l.capacity);
@@ -241,7 +243,7 @@ fn scribble(l: &Layout, rng: &mut StdRng, file: &std::fs::File) -> (Area, u64, V
                 // An entry published at (or just after) the consumer's head,
                 // so that it is taken: a chunk header, sometimes misaligned.
                 let mut head = [0u8; 8];
-                file.read_exact_at(&mut head, l.mailbox(slot) + LINE)
+                file.read_exact_at(&mut head, l.mailbox(slot) + 2 * LINE)
                     .unwrap();
                 let pos = u64::from_le_bytes(head).wrapping_add(rng.random_range(0..2));
                 let at = l.mailbox(slot) + MAILBOX_CELLS + 8 * (pos % l.capacity);

@@ -9,9 +9,10 @@ use std::path::Path;
 pub const HEADER_SIZE: u64 = 4096;
 pub const INFO_OFFSET: u64 = 64;
 pub const LINE: u64 = 64;
-pub const SLOT_SIZE: u64 = 128;
+pub const SLOT_SIZE: u64 = 256;
 pub const CHUNK_HEADER: u64 = 64;
-pub const MAILBOX_CELLS: u64 = 3 * LINE;
+pub const MAILBOX_CELLS: u64 = 4 * LINE;
+pub const PAIR: u64 = 2 * LINE;
 
 fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
@@ -46,7 +47,7 @@ impl Layout {
         let slots_offset = HEADER_SIZE;
         let mailboxes_offset = slots_offset + n * SLOT_SIZE;
         let mailbox_stride =
-            MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity()) * 8, LINE);
+            MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity()) * 8, PAIR);
         let mut at = mailboxes_offset + n * mailbox_stride;
         let mut classes: Vec<ClassLayout> = Vec::new();
         for c in config.classes() {
@@ -59,7 +60,7 @@ impl Layout {
                 chunks_offset: 0,
                 stride: CHUNK_HEADER + round_up(c.size, LINE),
             });
-            at += LINE + round_up(bitmap_words * 8, LINE);
+            at += round_up(LINE + bitmap_words * 8, PAIR);
         }
         for c in &mut classes {
             c.chunks_offset = at;
