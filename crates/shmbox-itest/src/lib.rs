@@ -83,6 +83,31 @@ pub fn verify(buf: &[u8]) -> Result<(u32, u64), String> {
     Ok((sender, seq))
 }
 
+/// A region name unique to this test run (`<prefix>-<tag>-<pid>-<nanos>`);
+/// the region is removed on drop.
+pub struct TestRegion(pub String);
+
+impl TestRegion {
+    pub fn new(prefix: &str, tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        TestRegion(format!("{prefix}-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    /// The object's path in `/dev/shm`.
+    pub fn shm_path(&self) -> String {
+        format!("/dev/shm/shmbox.{}", self.0)
+    }
+}
+
+impl Drop for TestRegion {
+    fn drop(&mut self) {
+        let _ = shmbox::Region::remove(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

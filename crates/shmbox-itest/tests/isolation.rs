@@ -9,40 +9,18 @@
 //! to stderr and return when the capability is missing.
 
 use shmbox::{Config, Region, SizeClass, SweepReport};
+use shmbox_itest::TestRegion;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_shmbox-probe");
 
 /// How long any single step may take before the watchdog fires.
 const STEP: Duration = Duration::from_secs(30);
-
-/// A region name unique to this test run; removed on drop.
-struct TestRegion(String);
-
-impl TestRegion {
-    fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        TestRegion(format!("iso-{tag}-{}-{nanos}", std::process::id()))
-    }
-
-    fn shm_path(&self) -> String {
-        format!("/dev/shm/shmbox.{}", self.0)
-    }
-}
-
-impl Drop for TestRegion {
-    fn drop(&mut self) {
-        let _ = Region::remove(&self.0);
-    }
-}
 
 struct Proc {
     label: String,
@@ -251,7 +229,7 @@ fn small_config() -> Config {
 /// no manual cleanup.
 #[test]
 fn restart_after_kill_9_of_everyone() {
-    let name = TestRegion::new("kill9");
+    let name = TestRegion::new("iso", "kill9");
     let config = small_config();
     let region = Region::create(&name.0, &config).unwrap();
     let names = ["a", "b", "c"];
@@ -416,7 +394,7 @@ fn pid_namespace_participant_shares_the_region() {
         cmd
     };
 
-    let name = TestRegion::new("pidns");
+    let name = TestRegion::new("iso", "pidns");
     let region = Region::create(&name.0, &small_config()).unwrap();
     let outside = region.join("outside").unwrap();
     let mut kids = Children::default();
@@ -505,7 +483,7 @@ fn region_larger_than_a_small_tmpfs_fails_cleanly() {
         return skipped(TEST, &format!("{why} (needs root, unshare and mount)"));
     }
     let outer_ns = std::fs::read_link("/proc/self/ns/mnt").expect("read /proc/self/ns/mnt");
-    let name = TestRegion::new("tmpfs");
+    let name = TestRegion::new("iso", "tmpfs");
     let mut cmd = Command::new("unshare");
     cmd.args(args)
         .arg(PROBE)
@@ -568,7 +546,7 @@ fn another_uid_cannot_open_a_private_region() {
     };
     let mut kids = Children::default();
 
-    let private = TestRegion::new("private");
+    let private = TestRegion::new("iso", "private");
     let region = Region::create(&private.0, &small_config()).unwrap();
     let mode = std::fs::metadata(private.shm_path())
         .unwrap()
@@ -584,7 +562,7 @@ fn another_uid_cannot_open_a_private_region() {
     let line = kids.expect_ok(denied, STEP);
     eprintln!("{TEST}: {line}");
 
-    let shared = TestRegion::new("shared");
+    let shared = TestRegion::new("iso", "shared");
     let config = small_config().with_mode(0o666);
     let region2 = Region::create(&shared.0, &config).unwrap();
     let mode = std::fs::metadata(shared.shm_path())

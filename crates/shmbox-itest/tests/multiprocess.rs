@@ -3,29 +3,11 @@
 //! children and fails instead of hanging.
 
 use shmbox::{Config, Region, SizeClass};
+use shmbox_itest::TestRegion;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbox-peer");
-
-/// A region name unique to this test run; removed on drop.
-struct TestRegion(String);
-
-impl TestRegion {
-    fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        TestRegion(format!("itest-{tag}-{}-{nanos}", std::process::id()))
-    }
-}
-
-impl Drop for TestRegion {
-    fn drop(&mut self) {
-        let _ = Region::remove(&self.0);
-    }
-}
 
 /// Children killed on drop, so a failing test leaves no process behind.
 #[derive(Default)]
@@ -117,7 +99,7 @@ fn assert_pool_full(region: &Region) {
 }
 
 fn many_to_one(tag: &str, senders: u64, total: u64, strategy: &str) {
-    let name = TestRegion::new(tag);
+    let name = TestRegion::new("itest", tag);
     let region = Region::create(&name.0, &test_config()).unwrap();
     let per = total / senders;
     let mut kids = Children::default();
@@ -161,7 +143,7 @@ fn four_senders_one_receiver() {
 /// all attach to that one region (each sees all 8 participants).
 #[test]
 fn eight_processes_race_open_or_create() {
-    let name = TestRegion::new("race");
+    let name = TestRegion::new("itest", "race");
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

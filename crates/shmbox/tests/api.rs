@@ -2,57 +2,17 @@
 //! for processes where a test needs concurrency. Each test uses a unique
 //! region name that it removes, and blocking tests run under a watchdog.
 
+mod common;
+
+use common::{watchdog, Name};
 use shmbox::{
     Config, CreateError, JoinError, LoanError, LookupError, Mailbox, OpenError, RecvTimeoutError,
     Region, SendCopyError, SendTimeoutError, SizeClass, TryLoanError, TryRecvError, TrySendError,
     WaitStrategy,
 };
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// A region name unique to this test run; removed on drop.
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Name(format!("api-{tag}-{}-{nanos}", std::process::id()))
-    }
-    fn path(&self) -> String {
-        format!("/dev/shm/shmbox.{}", self.0)
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = Region::remove(&self.0);
-    }
-}
-
-/// Aborts the whole test process if the guard lives longer than `limit`:
-/// a deadlock fails the run instead of hanging it.
-struct Watchdog {
-    _done: mpsc::Sender<()>,
-}
-
-fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
-    let (tx, rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-            // Written past the test harness's output capture, which an abort
-            // would swallow.
-            let msg = format!("watchdog: {what} still running after {limit:?}; aborting\n");
-            let _ = std::io::stderr().write_all(msg.as_bytes());
-            std::process::abort();
-        }
-    });
-    Watchdog { _done: tx }
-}
+use std::time::{Duration, Instant};
 
 fn small() -> Config {
     Config::default()
@@ -82,7 +42,7 @@ fn assert_pool_full(region: &Region) {
 
 #[test]
 fn open_takes_the_config_from_the_header() {
-    let name = Name::new("cfg");
+    let name = Name::new("api", "cfg");
     let created = Region::create(&name.0, &small()).unwrap();
     assert!(created.created());
     let opened = Region::open(&name.0).unwrap();
@@ -98,7 +58,7 @@ fn open_takes_the_config_from_the_header() {
 
 #[test]
 fn a_different_config_recreates_only_an_unused_region() {
-    let name = Name::new("recreate");
+    let name = Name::new("api", "recreate");
     let first = Region::create(&name.0, &small()).unwrap();
     let other = small().with_mailbox_capacity(8);
     let err = Region::open_or_create(&name.0, &other).unwrap_err();
@@ -117,11 +77,11 @@ fn a_different_config_recreates_only_an_unused_region() {
 
 #[test]
 fn regions_are_private_unless_asked() {
-    let name = Name::new("mode");
+    let name = Name::new("api", "mode");
     let _r = Region::create(&name.0, &small()).unwrap();
     let mode = std::fs::metadata(name.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let group = Name::new("mode-group");
+    let group = Name::new("api", "mode-group");
     let _g = Region::create(&group.0, &small().with_mode(0o660)).unwrap();
     let mode = std::fs::metadata(group.path())
         .unwrap()
@@ -129,13 +89,14 @@ fn regions_are_private_unless_asked() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o660);
-    let err = Region::create(&Name::new("mode-bad").0, &small().with_mode(0o777)).unwrap_err();
+    let err =
+        Region::create(&Name::new("api", "mode-bad").0, &small().with_mode(0o777)).unwrap_err();
     assert!(err.to_string().contains("mode must"), "{err}");
 }
 
 #[test]
 fn messages_travel_between_participants() {
-    let name = Name::new("basic");
+    let name = Name::new("api", "basic");
     let region = Region::create(&name.0, &small()).unwrap();
     let a = region.join("a").unwrap();
     let b = region.join("b").unwrap();
@@ -167,7 +128,7 @@ fn messages_travel_between_participants() {
 
 #[test]
 fn full_mailbox_hands_the_loan_back() {
-    let name = Name::new("full");
+    let name = Name::new("api", "full");
     let config = small().with_classes(&[SizeClass::new(64, 8)]);
     let region = Region::create(&name.0, &config).unwrap();
     let a = region.join("a").unwrap();
@@ -194,7 +155,7 @@ fn full_mailbox_hands_the_loan_back() {
 #[test]
 fn send_timeout_is_honoured_and_send_wakes_on_room() {
     let _w = watchdog("send_timeout", Duration::from_secs(30));
-    let name = Name::new("sendwait");
+    let name = Name::new("api", "sendwait");
     let config = small().with_classes(&[SizeClass::new(64, 8)]);
     let region = Region::create(&name.0, &config).unwrap();
     let b = region.join("b").unwrap();
@@ -229,7 +190,7 @@ fn send_timeout_is_honoured_and_send_wakes_on_room() {
 #[test]
 fn exhausted_pool_then_loan_wakes_on_release() {
     let _w = watchdog("exhausted pool", Duration::from_secs(30));
-    let name = Name::new("exhaust");
+    let name = Name::new("api", "exhaust");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
     let (held_tx, held_rx) = mpsc::channel();
@@ -261,7 +222,7 @@ fn exhausted_pool_then_loan_wakes_on_release() {
 
 #[test]
 fn loan_timeout_is_honoured() {
-    let name = Name::new("loanwait");
+    let name = Name::new("api", "loanwait");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
     let _hold = (me.loan(1).unwrap(), me.loan(1).unwrap());
@@ -274,7 +235,7 @@ fn loan_timeout_is_honoured() {
 #[test]
 fn blocking_recv_in_park_mode_is_woken_by_a_send() {
     let _w = watchdog("park recv", Duration::from_secs(30));
-    let name = Name::new("park");
+    let name = Name::new("api", "park");
     let region = Region::create(&name.0, &small()).unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::scope(|s| {
@@ -295,7 +256,7 @@ fn blocking_recv_in_park_mode_is_woken_by_a_send() {
 
 #[test]
 fn recv_timeout_is_honoured_for_every_strategy() {
-    let name = Name::new("recvwait");
+    let name = Name::new("api", "recvwait");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
     for strategy in [
@@ -316,7 +277,7 @@ fn recv_timeout_is_honoured_for_every_strategy() {
 
 #[test]
 fn too_large_messages_are_refused_with_the_limit() {
-    let name = Name::new("large");
+    let name = Name::new("api", "large");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
     assert_eq!(
@@ -367,20 +328,20 @@ fn bad_names_are_refused_with_what_is_allowed() {
 
 #[test]
 fn foreign_and_mismatching_objects_are_refused() {
-    let name = Name::new("foreign");
+    let name = Name::new("api", "foreign");
     std::fs::write(name.path(), vec![0xabu8; 8192]).unwrap();
     let err = Region::open(&name.0).unwrap_err();
     assert!(matches!(err, OpenError::NotShmbox { .. }), "{err}");
     assert!(err.to_string().contains("is not a shmbox region"), "{err}");
 
-    let short = Name::new("short");
+    let short = Name::new("api", "short");
     std::fs::write(short.path(), b"tiny").unwrap();
     assert!(matches!(
         Region::open(&short.0),
         Err(OpenError::NotShmbox { .. })
     ));
 
-    let versioned = Name::new("version");
+    let versioned = Name::new("api", "version");
     drop(Region::create(&versioned.0, &small()).unwrap());
     let mut bytes = std::fs::read(versioned.path()).unwrap();
     bytes[8] = 99;
@@ -398,14 +359,14 @@ fn foreign_and_mismatching_objects_are_refused() {
         "{err}"
     );
 
-    let truncated = Name::new("truncated");
+    let truncated = Name::new("api", "truncated");
     drop(Region::create(&truncated.0, &small()).unwrap());
     let bytes = std::fs::read(truncated.path()).unwrap();
     std::fs::write(truncated.path(), &bytes[..bytes.len() - 4096]).unwrap();
     let err = Region::open(&truncated.0).unwrap_err();
     assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
 
-    let absent = Name::new("absent");
+    let absent = Name::new("api", "absent");
     assert!(matches!(
         Region::open(&absent.0),
         Err(OpenError::NotFound { .. })
@@ -424,7 +385,7 @@ fn dev_shm_size() -> u64 {
 
 #[test]
 fn a_region_larger_than_dev_shm_fails_cleanly() {
-    let name = Name::new("nospace");
+    let name = Name::new("api", "nospace");
     let chunk = 1u64 << 30;
     let count = (dev_shm_size() / chunk + 2) as u32;
     let config = Config::default().with_classes(&[SizeClass::new(chunk, count)]);
@@ -574,7 +535,7 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
         ("blank", &blank[..]),
         ("half", &half[..]),
     ] {
-        let name = Name::new(&format!("abandoned-{what}"));
+        let name = Name::new("api", &format!("abandoned-{what}"));
         std::fs::write(name.path(), bytes).unwrap();
         let err = Region::open(&name.0).unwrap_err();
         assert!(matches!(err, OpenError::Abandoned { .. }), "{what}: {err}");
@@ -590,7 +551,7 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
 #[test]
 fn participants_report_counters_and_holdings() {
     let _w = watchdog("counters", Duration::from_secs(30));
-    let name = Name::new("counters");
+    let name = Name::new("api", "counters");
     let region = Region::create(&name.0, &small().with_mailbox_capacity(4)).unwrap();
     let a = region.join_with("a", WaitStrategy::Spin).unwrap();
     let b = region.join("b").unwrap();
@@ -626,7 +587,7 @@ fn participants_report_counters_and_holdings() {
 
 #[test]
 fn a_region_in_use_is_never_taken_for_abandoned() {
-    let name = Name::new("in-use");
+    let name = Name::new("api", "in-use");
     let region = Region::create(&name.0, &small()).unwrap();
     let alice = region.join("alice").unwrap();
     // Scribble "still initialising" into the state word of a live region.
@@ -642,7 +603,7 @@ fn a_region_in_use_is_never_taken_for_abandoned() {
 
     // A header edited into another self-consistent config (class 0 of 48
     // instead of 64 bytes keeps the same chunk spacing) is caught too.
-    let edited = Name::new("edited");
+    let edited = Name::new("api", "edited");
     drop(Region::create(&edited.0, &small()).unwrap());
     let mut bytes = std::fs::read(edited.path()).unwrap();
     let at = 64 + 48; // header info: class_size[0]

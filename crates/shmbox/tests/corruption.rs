@@ -14,6 +14,9 @@
 //! Both take their seed from `SHMBOX_CORRUPTION_SEED` (default 1) and print
 //! it. Both run under a watchdog that aborts the process after 120 s.
 
+mod common;
+
+use common::{watchdog, Name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmbox::{
@@ -21,11 +24,10 @@ use shmbox::{
     TryRecvError, TrySendError,
 };
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const WORKERS: usize = 3;
 const ITERATIONS: u64 = 3_000;
@@ -45,46 +47,6 @@ fn seed() -> u64 {
     };
     println!("SHMBOX_CORRUPTION_SEED={seed}");
     seed
-}
-
-/// A region name unique to this test run; removed on drop.
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Name(format!("corrupt-{tag}-{}-{nanos}", std::process::id()))
-    }
-    fn path(&self) -> String {
-        format!("/dev/shm/shmbox.{}", self.0)
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = Region::remove(&self.0);
-    }
-}
-
-/// Aborts the whole test process if the guard lives longer than `limit`.
-struct Watchdog {
-    _done: mpsc::Sender<()>,
-}
-
-fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
-    let (tx, rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-            // Past the harness's output capture, which an abort would swallow.
-            let msg = format!("watchdog: {what} still running after {limit:?}; aborting\n");
-            let _ = std::io::stderr().write_all(msg.as_bytes());
-            std::process::abort();
-        }
-    });
-    Watchdog { _done: tx }
 }
 
 fn config() -> Config {
@@ -509,7 +471,7 @@ fn open_bounded(name: &str) -> Option<Result<Region, shmbox::OpenError>> {
 fn scribbles_during_traffic() {
     let _dog = watchdog("scribbles_during_traffic", Duration::from_secs(120));
     let seed = seed();
-    let name = Name::new("traffic");
+    let name = Name::new("corrupt", "traffic");
     let cfg = config();
     let layout = Layout::compute(&cfg);
     let region = Region::create(&name.0, &cfg).unwrap();
@@ -645,7 +607,7 @@ fn corrupt_header_then_open() {
     let cfg = config();
     let mut counts = Counts::default();
     for round in 0..HEADER_ROUNDS {
-        let name = Name::new("header");
+        let name = Name::new("corrupt", "header");
         let created = Region::create(&name.0, &cfg).unwrap();
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -690,7 +652,7 @@ fn corrupt_header_then_open() {
 #[test]
 fn zeroed_magic_then_open() {
     let _dog = watchdog("zeroed_magic_then_open", Duration::from_secs(120));
-    let name = Name::new("magic0");
+    let name = Name::new("corrupt", "magic0");
     let _created = Region::create(&name.0, &config()).unwrap();
     let file = std::fs::OpenOptions::new()
         .write(true)
