@@ -3,7 +3,7 @@
 //! work; the survivor reclaims everything with one sweep and keeps going.
 //!
 //! ```text
-//! cargo run --release --example crash_recovery
+//! cargo run --release -p shmbox --example crash_recovery
 //! ```
 //!
 //! The parent creates a region (default config), re-executes itself as a

@@ -19,9 +19,9 @@
 //! The parent runs on CPU 0 and each peer on CPU 1 when possible.
 //!
 //! ```text
-//! cargo run --release --example pingpong                # 20 000 round trips (park: 2 000)
-//! cargo run --release --example pingpong -- --quick     # a tenth of that
-//! cargo run --release --example pingpong -- --rounds 100000 --json
+//! cargo run --release -p shmbox --example pingpong                # 20 000 round trips (park: 2 000)
+//! cargo run --release -p shmbox --example pingpong -- --quick     # a tenth of that
+//! cargo run --release -p shmbox --example pingpong -- --rounds 100000 --json
 //! ```
 //!
 //! Every wait in the parent has a timeout: a peer that dies or hangs is

@@ -46,7 +46,7 @@
 //!   [`join`](Region::join), when a blocked sender or loaner finds someone
 //!   dead (they re-check every 20 ms, so nobody waits for ever on the dead),
 //!   and on demand. Any number of sweepers may run at once, and a sweeper
-//!   killed half-way leaves the work to the next. About 30 µs per dead
+//!   killed half-way leaves the work to the next. About 50 µs per dead
 //!   participant with the default config.
 //! * **Senders see dead receivers.** A send to a participant that died or
 //!   left hands the loan back with `Disconnected`. Messages already queued
