@@ -440,8 +440,8 @@ pub(crate) struct SlotView<'a> {
     /// The mailbox entry the participant is taking right now (0 if none),
     /// so a sweep can tell a message being received from one never sent.
     pub taking: &'a AtomicU32,
-    /// The participant's counters, on the slot's second cache line (only
-    /// the owner writes them): see [`Counter`].
+    /// The participant's counters, on the owner's line of the slot (only
+    /// the owner writes them, now and then): see [`Counter`].
     pub counters: &'a [AtomicU64],
 }
 
@@ -458,16 +458,6 @@ pub(crate) enum Counter {
 }
 
 pub(crate) const COUNTERS: usize = 6;
-
-impl SlotView<'_> {
-    /// Adds `n` to a counter. Only the slot's owner writes its counters, so
-    /// a relaxed load and store (no read-modify-write) suffice.
-    #[inline]
-    pub(crate) fn count(&self, counter: Counter, n: u64) {
-        let c = &self.counters[counter as usize];
-        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-    }
-}
 
 /// One mailbox: its queue and its two doorbells.
 pub(crate) struct MailboxView<'a> {

@@ -5,7 +5,7 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{ChunkRef, Counter, Mapped};
+use crate::layout::{ChunkRef, Counter, Mapped, COUNTERS};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
+/// Counter updates between copies to shared memory.
+const PUBLISH_EVERY: u32 = 64;
 /// Chunks per size class a participant keeps for its next loans.
 const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
@@ -138,6 +140,10 @@ pub struct Mailbox {
     cache: [RefCell<Vec<u32>>; MAX_CLASSES],
     /// Chunks in `cache`, all classes.
     cached: Cell<u32>,
+    /// This participant's counters; copied to its slot now and then.
+    counters: [Cell<u64>; COUNTERS],
+    /// Counter updates not yet copied to the slot.
+    unpublished: Cell<u32>,
 }
 
 /// Why one delivery attempt failed.
@@ -178,6 +184,8 @@ impl Mailbox {
             hints: Default::default(),
             cache: Default::default(),
             cached: Cell::new(0),
+            counters: Default::default(),
+            unpublished: Cell::new(0),
             region: region.clone(),
         };
         // The previous occupant closed the queue when it left; anything
@@ -322,8 +330,34 @@ impl Mailbox {
         }
     }
 
+    /// Counts a rare event (a refusal or a timeout) and publishes at once.
     fn count(&self, counter: Counter) {
-        self.mapped().slot(self.address.slot).count(counter, 1);
+        self.tally(counter, 1);
+        self.publish_counters();
+    }
+
+    /// Adds to a counter in this process; the shared copy is refreshed
+    /// every [`PUBLISH_EVERY`] events and whenever we go idle, so the
+    /// per-message cost is a local add, not a store to shared memory.
+    #[inline]
+    fn tally(&self, counter: Counter, n: u64) {
+        let c = &self.counters[counter as usize];
+        c.set(c.get().wrapping_add(n));
+        let pending = self.unpublished.get() + 1;
+        self.unpublished.set(pending);
+        if pending >= PUBLISH_EVERY {
+            self.publish_counters();
+        }
+    }
+
+    /// Copies this participant's counters to its slot, where `participants`
+    /// (and `shmbox info`/`watch`) read them.
+    fn publish_counters(&self) {
+        let slot = self.mapped().slot(self.address.slot);
+        for (shared, local) in slot.counters.iter().zip(&self.counters) {
+            shared.store(local.get(), Ordering::Relaxed);
+        }
+        self.unpublished.set(0);
     }
 
     /// Gives up this participant's hold on a chunk; the last holder returns
@@ -421,9 +455,8 @@ impl Mailbox {
                 if pushed == Pushed::WakeConsumer {
                     rx.parker.ring(&self.region.shared.futex, 1);
                 }
-                let me = m.slot(self.address.slot);
-                me.count(Counter::Sent, 1);
-                me.count(Counter::BytesSent, loan.len as u64);
+                self.tally(Counter::Sent, 1);
+                self.tally(Counter::BytesSent, loan.len as u64);
                 Ok(())
             }
             Err(e) => {
@@ -579,6 +612,9 @@ impl Mailbox {
                 self.prefetch(v);
             }) else {
                 self.flush_cache();
+                if self.unpublished.get() != 0 {
+                    self.publish_counters();
+                }
                 return Err(TryRecvError::Empty);
             };
             if sender_waits {
@@ -643,9 +679,8 @@ impl Mailbox {
             });
         }
         let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        let me = m.slot(self.address.slot);
-        me.count(Counter::Received, 1);
-        me.count(Counter::BytesReceived, len);
+        self.tally(Counter::Received, 1);
+        self.tally(Counter::BytesReceived, len);
         Ok(Some(Message {
             mailbox: self,
             chunk,

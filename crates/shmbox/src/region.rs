@@ -108,7 +108,10 @@ pub struct ParticipantInfo {
 
 /// A participant's counters, kept in shared memory on a cache line of its
 /// own and written only by the participant itself (relaxed stores), so
-/// anyone can read them without disturbing it.
+/// anyone can read them without disturbing it. The participant counts in
+/// its own memory and copies the totals to shared memory every 64 events
+/// and whenever it is idle (a receive finds its mailbox empty), so a busy
+/// participant's figures may lag by up to 63 events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ParticipantStats {
     /// Messages sent.
