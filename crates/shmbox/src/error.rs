@@ -187,6 +187,14 @@ pub enum LookupError {
     /// No live participant has this name.
     #[error("no participant named '{0}' in this region")]
     NotFound(String),
+    /// Nobody of this name joined in time ([`Region::wait_for`](crate::Region::wait_for)).
+    #[error("no participant named '{name}' joined within {waited:?}")]
+    Timeout {
+        /// The participant name.
+        name: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// Why [`Mailbox::try_loan`](crate::Mailbox::try_loan) failed.

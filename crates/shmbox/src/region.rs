@@ -549,6 +549,38 @@ impl Region {
             .ok_or_else(|| LookupError::NotFound(name.into()))
     }
 
+    /// Waits until a participant called `name` has joined, at most
+    /// `timeout`, and returns its address: for a process that starts before
+    /// its peers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let region = shmbox::Region::in_process(&shmbox::Config::default())?;
+    /// let peer = region.join("peer")?;
+    /// assert_eq!(region.wait_for("peer", Duration::from_secs(1))?, peer.address());
+    /// assert!(region.wait_for("nobody", Duration::from_millis(10)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_for(&self, name: &str, timeout: Duration) -> Result<Address, LookupError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.address(name) {
+                Err(LookupError::NotFound(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(LookupError::NotFound(_)) => {
+                    return Err(LookupError::Timeout {
+                        name: name.into(),
+                        waited: timeout,
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The region's name (`None` for an in-process region).
     pub fn name(&self) -> Option<&str> {
         self.shared.name.as_deref()

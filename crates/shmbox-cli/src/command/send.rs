@@ -6,7 +6,6 @@ use crate::output::{self, exact_bytes};
 use crate::{Failure, Result};
 use shmbox::{Address, LoanError, LookupError, Mailbox, Region, SendError, SendTimeoutError};
 use std::io::{BufRead, IsTerminal, Read};
-use std::time::{Duration, Instant};
 
 pub fn run(args: SendArgs) -> Result {
     let region = open_region(&args.name)?;
@@ -148,37 +147,26 @@ impl Sender<'_> {
 
 /// The address of `--to`, waiting up to `--wait` for it to join.
 fn peer(region: &Region, args: &SendArgs) -> Result<Address> {
-    let deadline = args.wait.map(|w| Instant::now() + w);
-    loop {
-        match region.address(&args.to) {
-            Ok(a) => return Ok(a),
-            Err(LookupError::InvalidName(n)) => {
-                return Err(Failure::usage(format!(
-                    "invalid participant name '{}': {n}",
-                    args.to
-                )))
-            }
-            Err(LookupError::NotFound(_)) => {}
+    let found = match args.wait {
+        Some(wait) => region.wait_for(&args.to, wait),
+        None => region.address(&args.to),
+    };
+    found.map_err(|e| match e {
+        LookupError::InvalidName(n) => {
+            Failure::usage(format!("invalid participant name '{}': {n}", args.to))
         }
-        match deadline {
-            Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_millis(5)),
-            Some(_) => {
-                return Err(Failure::error(format!(
-                    "no participant named '{}' joined region '{}' within {}; `shmbox info {}` lists participants",
-                    args.to,
-                    args.name,
-                    output::duration_fine(args.wait.unwrap_or_default()),
-                    args.name
-                )))
-            }
-            None => {
-                return Err(Failure::error(format!(
-                    "no participant named '{}' in region '{}'; `shmbox info {}` lists participants (--wait D waits for it to join)",
-                    args.to, args.name, args.name
-                )))
-            }
-        }
-    }
+        LookupError::Timeout { .. } => Failure::error(format!(
+            "no participant named '{}' joined region '{}' within {}; `shmbox info {}` lists participants",
+            args.to,
+            args.name,
+            output::duration_fine(args.wait.unwrap_or_default()),
+            args.name
+        )),
+        LookupError::NotFound(_) => Failure::error(format!(
+            "no participant named '{}' in region '{}'; `shmbox info {}` lists participants (--wait D waits for it to join)",
+            args.to, args.name, args.name
+        )),
+    })
 }
 
 fn too_large(region: &str, max: u64, what: &str, sent: Option<u64>) -> Failure {

@@ -121,14 +121,7 @@ fn receive(
 fn send(region: &str, name: &str, to: &str, id: u32, count: u64) -> Result<String, String> {
     let region = Region::open(region).map_err(|e| e.to_string())?;
     let me = region.join(name).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + PATIENCE;
-    let dest = loop {
-        match region.address(to) {
-            Ok(a) => break a,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(e.to_string()),
-        }
-    };
+    let dest = region.wait_for(to, PATIENCE).map_err(|e| e.to_string())?;
     let classes = class_sizes(&region);
     for seq in 0..count {
         let len = message_len(id, seq, &classes);

@@ -24,7 +24,7 @@
 
 use shmbox::{Config, CreateError, OpenError, Region, SizeClass};
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a probe waits for a peer or a message (the test's watchdog is
 /// the outer bound).
@@ -80,14 +80,9 @@ fn pid() -> u32 {
 
 /// Waits until a participant called `name` is live in `region`.
 fn address_of(region: &Region, name: &str) -> Result<shmbox::Address, String> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match region.address(name) {
-            Ok(a) => return Ok(a),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(format!("waiting for '{name}': {e}")),
-        }
-    }
+    region
+        .wait_for(name, PATIENCE)
+        .map_err(|e| format!("waiting for '{name}': {e}"))
 }
 
 /// Prints `ready ...` and blocks until stdin reaches end of file (the
