@@ -92,7 +92,7 @@ fn mix(x: u64) -> u64 {
 fn config() -> Config {
     Config::default()
         .with_classes(&[
-            SizeClass::new(64, 64),
+            SizeClass::new(64, 256), // large enough for batched claims
             SizeClass::new(256, 32),
             SizeClass::new(1024, 16),
             SizeClass::new(4096, 8),

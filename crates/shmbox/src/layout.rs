@@ -733,6 +733,24 @@ pub(crate) struct ClassChunks<'a> {
 
 impl Holders for ClassChunks<'_> {
     #[inline]
+    fn prefetch_for_write(&self, index: u32) {
+        #[cfg(target_arch = "x86_64")]
+        if index < self.class.count {
+            let at = self.class.chunks_offset + u64::from(index) * self.class.stride;
+            // SAFETY: `at` is inside the region (index < count); a prefetch
+            // never faults anyway.
+            unsafe {
+                let ptr = self.mapped.backing.base().add(at as usize);
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
+                    ptr as *const i8,
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = index;
+    }
+
+    #[inline]
     fn holders(&self, index: u32) -> &AtomicU64 {
         assert!(index < self.class.count);
         self.mapped

@@ -27,6 +27,9 @@ const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 const SEND_SPINS: u32 = 64;
 /// Counter updates between copies to shared memory.
 const PUBLISH_EVERY: u32 = 64;
+/// Chunks a loan claims at once from a pool of at least `BATCH_MIN_POOL`.
+const CLAIM_BATCH: usize = 8;
+const BATCH_MIN_POOL: u32 = 128;
 /// Chunks per size class a participant keeps for its next loans.
 const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
@@ -244,20 +247,35 @@ impl Mailbox {
             requested: len,
             max: m.layout.config.max_message_size(),
         })?;
-        if let Some(index) = self.cache[class as usize].borrow_mut().pop() {
-            self.cached.set(self.cached.get() - 1);
-            return Ok(ChunkRef { class, index });
-        }
-        let hint = &self.hints[class as usize];
-        match m.pool(class).try_claim(self.bit, hint.get()) {
-            Some((index, word)) => {
-                hint.set(word);
-                Ok(ChunkRef { class, index })
+        let mut cache = self.cache[class as usize].borrow_mut();
+        if cache.is_empty() {
+            // From a large pool take a few at once: one bitmap update, and
+            // the holders lines fetched side by side.
+            let layout = &m.layout.classes[class as usize];
+            let batch = if layout.count >= BATCH_MIN_POOL {
+                CLAIM_BATCH
+            } else {
+                1
+            };
+            let hint = &self.hints[class as usize];
+            match m
+                .pool(class)
+                .try_claim_many(self.bit, hint.get(), batch, &mut cache)
+            {
+                Some(word) => {
+                    hint.set(word);
+                    self.cached.set(self.cached.get() + cache.len() as u32);
+                }
+                None => {
+                    return Err(TryLoanError::Exhausted {
+                        class_size: layout.size,
+                    })
+                }
             }
-            None => Err(TryLoanError::Exhausted {
-                class_size: m.layout.classes[class as usize].size,
-            }),
         }
+        let index = cache.pop().expect("cache refilled above");
+        self.cached.set(self.cached.get() - 1);
+        Ok(ChunkRef { class, index })
     }
 
     fn loan_from(&self, chunk: ChunkRef, len: usize) -> Loan<'_> {
@@ -370,11 +388,18 @@ impl Mailbox {
             && m.pool_waiters(chunk.class).waiters() == 0
         {
             let mut cache = self.cache[chunk.class as usize].borrow_mut();
-            if cache.len() < CACHE_PER_CLASS {
-                cache.push(chunk.index);
-                self.cached.set(self.cached.get() + 1);
-                return;
+            if cache.len() >= CACHE_PER_CLASS {
+                // Full: give the older half back in one go.
+                let spill: Vec<u32> = cache.drain(..CACHE_PER_CLASS / 2).collect();
+                self.cached.set(self.cached.get() - spill.len() as u32);
+                if m.pool(chunk.class).release_many(&spill, self.bit) > 0 {
+                    m.pool_waiters(chunk.class)
+                        .notify(&self.region.shared.futex);
+                }
             }
+            cache.push(chunk.index);
+            self.cached.set(self.cached.get() + 1);
+            return;
         }
         sweep::release(m, &self.region.shared.futex, chunk, self.bit);
     }

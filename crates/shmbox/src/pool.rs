@@ -25,6 +25,8 @@ use crate::sync::{AtomicU64, Ordering};
 /// Access to the holders word of chunk `index`.
 pub(crate) trait Holders {
     fn holders(&self, index: u32) -> &AtomicU64;
+    /// Starts moving chunk `index`'s holders line here for writing (a hint).
+    fn prefetch_for_write(&self, _index: u32) {}
 }
 
 /// What `release` did.
@@ -71,34 +73,104 @@ impl<'a, H: Holders> Pool<'a, H> {
         }
     }
 
-    /// Claims a free chunk for `bit`, looking first in bitmap word `hint`.
-    /// Returns the chunk's index and the word it was found in.
+    /// Claims one free chunk for `bit` (see [`try_claim_many`]); returns
+    /// its index and the bitmap word it was found in.
+    ///
+    /// [`try_claim_many`]: Self::try_claim_many
+    #[cfg(test)]
     pub(crate) fn try_claim(&self, bit: u64, hint: usize) -> Option<(u32, usize)> {
+        let mut one = Vec::with_capacity(1);
+        self.try_claim_many(bit, hint, 1, &mut one)
+            .map(|word| (one[0], word))
+    }
+
+    /// Claims up to `max` free chunks for `bit` from one bitmap word (the
+    /// first non-empty one from `hint`), appending their indices to `out`.
+    /// Each claim is still a CAS of the chunk's holders word; their cache
+    /// misses overlap (the lines are prefetched first) and the bitmap word
+    /// is updated once. Returns the word used.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn try_claim_many(
+        &self,
+        bit: u64,
+        hint: usize,
+        max: usize,
+        out: &mut Vec<u32>,
+    ) -> Option<usize> {
         let words = self.bitmap.len();
         for k in 0..words {
             let w = (hint + k) % words;
-            let mut candidates = self.bitmap[w].load(Ordering::Relaxed);
-            while candidates != 0 {
-                let b = candidates.trailing_zeros();
-                candidates &= !(1u64 << b);
-                let index = (w * 64) as u32 + b;
-                if index >= self.count {
-                    break; // garbage bits past the end
+            let candidates = self.bitmap[w].load(Ordering::Relaxed);
+            if candidates == 0 {
+                continue;
+            }
+            let valid = |b: u32| (w * 64) as u32 + b < self.count;
+            let mut pending = candidates;
+            let mut n = 0;
+            while pending != 0 && n < max {
+                let b = pending.trailing_zeros();
+                pending &= pending - 1;
+                if valid(b) {
+                    self.chunks.prefetch_for_write((w * 64) as u32 + b);
+                    n += 1;
                 }
-                // SYNC POINT: acquire pairs with the release in `release`, so
-                // the previous holders' reads happen before our writes.
+            }
+            let mut claimed = 0u64;
+            let mut pending = candidates;
+            while pending != 0 && out.len() < max {
+                let b = pending.trailing_zeros();
+                pending &= pending - 1;
+                if !valid(b) {
+                    break;
+                }
+                let index = (w * 64) as u32 + b;
+                // SYNC POINT: as in `try_claim`.
                 if self
                     .chunks
                     .holders(index)
                     .compare_exchange(0, bit, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.bitmap[w].fetch_and(!(1u64 << b), Ordering::Relaxed);
-                    return Some((index, w));
+                    claimed |= 1u64 << b;
+                    out.push(index);
                 }
+            }
+            if claimed != 0 {
+                self.bitmap[w].fetch_and(!claimed, Ordering::Relaxed);
+                return Some(w);
             }
         }
         None
+    }
+
+    /// Clears `bit` from each of `indices` (all held by `bit`); returns the
+    /// ones it was the last holder of to the bitmap with one update per
+    /// bitmap word. Returns how many were freed.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn release_many(&self, indices: &[u32], bit: u64) -> u32 {
+        let mut freed = 0;
+        let mut word = usize::MAX;
+        let mut mask = 0u64;
+        for &index in indices {
+            debug_assert!(index < self.count);
+            // SYNC POINT: as in `release`.
+            let prev = self.chunks.holders(index).fetch_and(!bit, Ordering::AcqRel);
+            if prev != bit {
+                continue; // not ours alone: another holder frees it
+            }
+            freed += 1;
+            let w = index as usize / 64;
+            if w != word && mask != 0 {
+                self.bitmap[word].fetch_or(mask, Ordering::Release);
+                mask = 0;
+            }
+            word = w;
+            mask |= 1u64 << (index % 64);
+        }
+        if mask != 0 {
+            self.bitmap[word].fetch_or(mask, Ordering::Release);
+        }
+        freed
     }
 
     /// Clears `bit` from chunk `index`'s holders; the last holder returns the
