@@ -57,7 +57,8 @@ mod transports;
 pub use machine::{IdleCheck, Machine, BUSY_THRESHOLD};
 pub use measure::{FAN_IN_SENDERS, FULL_SIZES, MAX_SIZE, QUICK_SIZES, THROUGHPUT_SIZES};
 pub use report::{
-    format_ns, format_size, FanInRow, LatencyRow, PayloadMode, Pinning, Report, ThroughputRow,
+    format_ns, format_size, FanInRow, LatencyRow, PayloadMode, Pinning, Report, StreamRow,
+    ThroughputRow,
 };
 pub use transports::{FLOOR, RING_FLOOR, UNIX};
 

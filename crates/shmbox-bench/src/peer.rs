@@ -50,6 +50,11 @@ pub(crate) fn run(spec: &str) -> Result<(), String> {
             run_ms,
             wait_for_go,
         } => shmbox::sender(&region, &name, size, run_ms, wait_for_go),
+        Role::ShmboxPaced {
+            region,
+            interval_ns,
+            count,
+        } => shmbox::paced_sender(&region, interval_ns, count),
         Role::UnixSender {
             socket,
             size,

@@ -103,6 +103,27 @@ pub struct FanInRow {
     pub msgs_per_sec: f64,
 }
 
+/// One-way latency of a steady stream (one message every `interval_ns`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRow {
+    /// Transport name.
+    pub transport: String,
+    /// Time between two messages, ns.
+    pub interval_ns: u64,
+    /// Messages measured (after the warm-up).
+    pub messages: u64,
+    /// Median one-way latency (send to receive, shared clock), ns.
+    pub p50_ns: f64,
+    /// 99th percentile, ns.
+    pub p99_ns: f64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: f64,
+    /// Largest, ns.
+    pub max_ns: f64,
+    /// p50 over shmbox spin's in the same stream.
+    pub vs_spin: Option<f64>,
+}
+
 /// Which CPUs the processes ran on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pinning {
@@ -137,6 +158,9 @@ pub struct Report {
     pub throughput: Vec<ThroughputRow>,
     /// Many-to-one.
     pub fan_in: Vec<FanInRow>,
+    /// Steady streams (Adaptive against Spin below its spin window).
+    #[serde(default)]
+    pub stream: Vec<StreamRow>,
     /// Measurements that failed (the others went on).
     pub failures: Vec<String>,
     /// Wall-clock time of the whole run, seconds.
@@ -205,6 +229,15 @@ impl Report {
                 .map(|r| r.msgs_per_sec)
                 .filter(|&p| p > 0.0)
         };
+        let spin = self
+            .stream
+            .iter()
+            .find(|r| r.transport == "shmbox spin")
+            .map(|r| r.p50_ns)
+            .filter(|&p| p > 0.0);
+        for row in &mut self.stream {
+            row.vs_spin = spin.map(|s| row.p50_ns / s);
+        }
         for row in &mut self.throughput {
             row.vs_floor =
                 rate(RING_FLOOR, row.size, row.receiver_reads).map(|f| row.msgs_per_sec / f);
@@ -264,6 +297,7 @@ impl Report {
         self.latency_table(&mut out);
         self.throughput_table(&mut out);
         self.fan_in_table(&mut out);
+        self.stream_table(&mut out);
         if !self.failures.is_empty() {
             let _ = writeln!(out, "\nFAILED measurements ({}):", self.failures.len());
             for f in &self.failures {
@@ -350,6 +384,35 @@ impl Report {
                 r.gb_per_sec,
                 format_ratio(r.vs_floor),
                 format_ratio(r.vs_unix)
+            );
+        }
+    }
+
+    fn stream_table(&self, out: &mut String) {
+        let Some(first) = self.stream.first() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\nSteady stream: one 8-byte message every {}, one-way latency (send to receive on the shared monotonic clock)",
+            format_ns(first.interval_ns as f64)
+        );
+        let _ = writeln!(
+            out,
+            "{:<17} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>8}",
+            "transport", "messages", "p50", "p99", "p99.9", "max", "vs spin"
+        );
+        for r in &self.stream {
+            let _ = writeln!(
+                out,
+                "{:<17} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>8}",
+                r.transport,
+                r.messages,
+                format_ns(r.p50_ns),
+                format_ns(r.p99_ns),
+                format_ns(r.p999_ns),
+                format_ns(r.max_ns),
+                r.vs_spin.map_or("-".into(), |v| format!("{v:.2}x")),
             );
         }
     }
@@ -460,6 +523,16 @@ pub(crate) mod tests {
                 messages: 100,
                 seconds: 0.5,
                 msgs_per_sec: 200.0,
+            }],
+            stream: vec![StreamRow {
+                transport: "shmbox spin".into(),
+                interval_ns: 10_000,
+                messages: 1000,
+                p50_ns: 400.0,
+                p99_ns: 600.0,
+                p999_ns: 900.0,
+                max_ns: 5000.0,
+                vs_spin: None,
             }],
             failures: vec!["pipe 8 B: broken".into()],
             elapsed_secs: 1.5,

@@ -4,13 +4,18 @@
 use crate::machine::{idle_check, LoadProbe, Machine};
 use crate::measure::{Ctx, Plan, FAN_IN_SENDERS, THROUGHPUT_SIZES};
 use crate::proc::Launcher;
-use crate::report::{FanInRow, LatencyRow, PayloadMode, Pinning, Report, ThroughputRow};
+use crate::report::{FanInRow, LatencyRow, PayloadMode, Pinning, Report, StreamRow, ThroughputRow};
 use crate::transports::shmbox::{self as sb, BenchRegion};
 use crate::transports::{kernel, raw, Latency, Throughput, LATENCY, THROUGHPUT};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use shmbox::WaitStrategy;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Time between two messages of the steady stream: well inside the
+/// Adaptive spin window (50 µs).
+const STREAM_INTERVAL: Duration = Duration::from_micros(10);
 
 /// Shows progress on stderr when asked to and stderr is a terminal.
 struct Progress(Option<ProgressBar>);
@@ -188,6 +193,35 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         }
     }
 
+    // A steady stream faster than Adaptive's spin window: Adaptive should
+    // stay awake and match Spin.
+    let mut stream = Vec::new();
+    let count = if ctx.plan.quick { 20_000 } else { 100_000 };
+    for (strategy, label) in [
+        (WaitStrategy::Spin, "shmbox spin"),
+        (WaitStrategy::Adaptive, "shmbox adaptive"),
+    ] {
+        bar.step(&format!("steady stream, {label}"));
+        let result = match &region {
+            Ok(region) => sb::stream_latency(&mut ctx, region, strategy, STREAM_INTERVAL, count),
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok(h) => stream.push(StreamRow {
+                transport: label.into(),
+                interval_ns: STREAM_INTERVAL.as_nanos() as u64,
+                messages: h.len(),
+                p50_ns: h.value_at_quantile(0.50) as f64,
+                p99_ns: h.value_at_quantile(0.99) as f64,
+                p999_ns: h.value_at_quantile(0.999) as f64,
+                max_ns: h.max() as f64,
+                vs_spin: None,
+            }),
+            Err(e) => failures.push(format!("steady stream, {label}: {e}")),
+        }
+        bar.done();
+    }
+
     let mut fan_in = Vec::new();
     for senders in FAN_IN_SENDERS {
         bar.step(&format!("many-to-one, {senders} senders"));
@@ -229,6 +263,7 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         latency,
         throughput,
         fan_in,
+        stream,
         failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };

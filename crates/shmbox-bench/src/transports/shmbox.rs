@@ -6,7 +6,7 @@
 //! reply, sends it back to the sender and then drops the message.
 
 use super::{check_echo, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
-use crate::measure::{sample, Ctx, LatencyBudget};
+use crate::measure::{new_histogram, sample, Ctx, LatencyBudget};
 use crate::payload;
 use crate::proc::Peer;
 use crate::spec::{Role, Strategy, END};
@@ -292,4 +292,86 @@ pub(crate) fn fan_in(
         peer.finish()?;
     }
     Ok(result)
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC, the same clock in every process.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// A steady stream: the peer sends one 8-byte timestamp every `interval`,
+/// faster than the Adaptive spin window; this process receives with
+/// `strategy` and records each message's one-way latency (receive time
+/// minus send time, on the shared monotonic clock). The first tenth is a
+/// warm-up.
+pub(crate) fn stream_latency(
+    ctx: &mut Ctx,
+    region: &BenchRegion,
+    strategy: WaitStrategy,
+    interval: Duration,
+    count: u64,
+) -> Result<Histogram<u64>, String> {
+    let region_ref = region.region();
+    let rx = join(region_ref, "rx", strategy)?;
+    let role = Role::ShmboxPaced {
+        region: region.name.clone(),
+        interval_ns: interval.as_nanos() as u64,
+        count,
+    };
+    let mut peer = ctx.launcher.spawn(role, false, ctx.plan.peer_deadline())?;
+    let first = peer.wait_ready(|| match rx.try_recv() {
+        Ok(m) => Ok(Some(m)),
+        Err(TryRecvError::Empty) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    })?;
+    let result = (|| {
+        let mut histogram = new_histogram();
+        let mut msg = first;
+        let mut n = 0u64;
+        loop {
+            let now = monotonic_ns();
+            let sent = u64::from_le_bytes(msg[..8].try_into().map_err(|_| "short message")?);
+            drop(msg);
+            if sent == END {
+                return Ok(histogram);
+            }
+            n += 1;
+            if n > count / 10 {
+                histogram.saturating_record(now.saturating_sub(sent).max(1));
+            }
+            msg = rx
+                .recv_timeout(ROUND_TIMEOUT)
+                .map_err(|e| format!("recv: {e}"))?;
+        }
+    })();
+    let result = result.map_err(|e| peer.explain(e))?;
+    peer.finish()?;
+    Ok(result)
+}
+
+/// The peer's side of [`stream_latency`].
+pub(crate) fn paced_sender(region: &str, interval_ns: u64, count: u64) -> Result<(), String> {
+    let region = Region::open(region).map_err(|e| e.to_string())?;
+    let tx = join(&region, "tx", WaitStrategy::Park)?;
+    let rx = region.address("rx").map_err(|e| e.to_string())?;
+    let start = monotonic_ns();
+    for i in 0..count {
+        let due = start + i * interval_ns;
+        while monotonic_ns() < due {
+            std::hint::spin_loop();
+        }
+        let mut loan = tx
+            .loan_timeout(8, PEER_IDLE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        loan.copy_from_slice(&monotonic_ns().to_le_bytes());
+        tx.send_timeout(loan, &rx, PEER_IDLE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut end = tx
+        .loan_timeout(8, PEER_IDLE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    end.copy_from_slice(&END.to_le_bytes());
+    tx.send_timeout(end, &rx, PEER_IDLE_TIMEOUT)
+        .map_err(|e| e.to_string())
 }
