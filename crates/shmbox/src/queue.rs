@@ -254,7 +254,13 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn unmark_parked(&self) {
         let head = self.head.load(Ordering::Relaxed);
         let parked = pack(head as u32, PARKED);
-        let _ = self.cell(head).compare_exchange(
+        let cell = self.cell(head);
+        // Usually a producer replaced the mark (that is what woke us): a
+        // plain load then avoids taking the line exclusively for nothing.
+        if cell.load(Ordering::Relaxed) != parked {
+            return;
+        }
+        let _ = cell.compare_exchange(
             parked,
             pack(head as u32, 0),
             Ordering::Relaxed,
