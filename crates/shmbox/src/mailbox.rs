@@ -5,7 +5,7 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{ChunkRef, Counter, Mapped, COUNTERS};
+use crate::layout::{BadOffset, ChunkRef, Counter, Mapped, COUNTERS};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
-/// Counter updates between copies to shared memory.
+/// Messages counted between copies of the counters to shared memory.
 const PUBLISH_EVERY: u32 = 64;
 /// Chunks a loan claims at once from a pool of at least `BATCH_MIN_POOL`.
 const CLAIM_BATCH: usize = 8;
@@ -350,17 +350,21 @@ impl Mailbox {
 
     /// Counts a rare event (a refusal or a timeout) and publishes at once.
     fn count(&self, counter: Counter) {
-        self.tally(counter, 1);
+        let c = &self.counters[counter as usize];
+        c.set(c.get().wrapping_add(1));
         self.publish_counters();
     }
 
-    /// Adds to a counter in this process; the shared copy is refreshed
-    /// every [`PUBLISH_EVERY`] events and whenever we go idle, so the
-    /// per-message cost is a local add, not a store to shared memory.
+    /// Counts one message of `bytes` in this process; the shared copy is
+    /// refreshed every [`PUBLISH_EVERY`] messages and whenever we go idle,
+    /// so the per-message cost is two local adds, not stores to shared
+    /// memory.
     #[inline]
-    fn tally(&self, counter: Counter, n: u64) {
-        let c = &self.counters[counter as usize];
-        c.set(c.get().wrapping_add(n));
+    fn tally(&self, messages: Counter, byte_count: Counter, bytes: u64) {
+        for (counter, n) in [(messages, 1), (byte_count, bytes)] {
+            let c = &self.counters[counter as usize];
+            c.set(c.get().wrapping_add(n));
+        }
         let pending = self.unpublished.get() + 1;
         self.unpublished.set(pending);
         if pending >= PUBLISH_EVERY {
@@ -480,8 +484,7 @@ impl Mailbox {
                 if pushed == Pushed::WakeConsumer {
                     rx.parker.ring(&self.region.shared.futex, 1);
                 }
-                self.tally(Counter::Sent, 1);
-                self.tally(Counter::BytesSent, loan.len as u64);
+                self.tally(Counter::Sent, Counter::BytesSent, loan.len as u64);
                 Ok(())
             }
             Err(e) => {
@@ -632,9 +635,14 @@ impl Mailbox {
         loop {
             // Announce the entry before it leaves the queue, so a sweep never
             // finds a message we are receiving in neither place.
-            let Some((value, sender_waits)) = mailbox.queue.pop_with(|v| {
+            let mut decoded = None;
+            let Some((_, sender_waits)) = mailbox.queue.pop_with(|v| {
                 taking.store(v, Ordering::Relaxed);
-                self.prefetch(v);
+                let chunk = m.decode(v);
+                if let Ok(chunk) = chunk {
+                    self.prefetch(chunk);
+                }
+                decoded = Some(chunk);
             }) else {
                 self.flush_cache();
                 if self.unpublished.get() != 0 {
@@ -645,7 +653,7 @@ impl Mailbox {
             if sender_waits {
                 mailbox.room.ring(&self.region.shared.futex, u32::MAX);
             }
-            let accepted = self.accept(value);
+            let accepted = self.accept(decoded.expect("pop_with announces the entry it pops"));
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {
                 return Ok(message);
@@ -657,9 +665,9 @@ impl Mailbox {
     /// line of entry `value` to this core, so those transfers overlap the
     /// queue cell's instead of following it one after the other.
     #[inline]
-    fn prefetch(&self, value: u32) {
+    fn prefetch(&self, chunk: ChunkRef) {
         #[cfg(target_arch = "x86_64")]
-        if let Ok(chunk) = self.mapped().decode(value) {
+        {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
             let (payload, _) = self.mapped().payload(chunk);
             let header = payload.wrapping_sub(crate::layout::CHUNK_HEADER as usize);
@@ -671,7 +679,7 @@ impl Mailbox {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = value;
+        let _ = chunk;
     }
 
     /// Releases an entry nobody will read (a queue being closed).
@@ -682,9 +690,12 @@ impl Mailbox {
     /// Validates a value popped from our message list. `Ok(None)` for an
     /// entry that is not ours to read: one addressed to an earlier occupant
     /// of our slot (released), or one a sweep has reclaimed (skipped).
-    fn accept(&self, value: u32) -> Result<Option<Message<'_>>, Corruption> {
+    fn accept(
+        &self,
+        decoded: Result<ChunkRef, BadOffset>,
+    ) -> Result<Option<Message<'_>>, Corruption> {
         let m = self.mapped();
-        let chunk = m.decode(value).map_err(|e| Corruption {
+        let chunk = decoded.map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
         let (ptr, capacity) = m.payload(chunk);
@@ -704,8 +715,7 @@ impl Mailbox {
             });
         }
         let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        self.tally(Counter::Received, 1);
-        self.tally(Counter::BytesReceived, len);
+        self.tally(Counter::Received, Counter::BytesReceived, len);
         Ok(Some(Message {
             mailbox: self,
             chunk,

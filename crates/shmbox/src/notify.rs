@@ -171,38 +171,65 @@ mod loom_tests {
     use crate::sync::AtomicU64;
     use loom::sync::Arc;
 
+    /// A two-cell mailbox for the doorbell models: queue, doorbell, futex.
+    struct Mailbox {
+        tail: AtomicU64,
+        head: AtomicU64,
+        cells: Vec<AtomicU64>,
+        bell: AtomicU32,
+        futex: LoomFutex,
+    }
+
+    impl Mailbox {
+        /// An open, empty mailbox holding `entries`.
+        fn new(entries: &[u32]) -> Arc<Mailbox> {
+            let m = Arc::new(Mailbox {
+                tail: AtomicU64::new(0),
+                head: AtomicU64::new(0),
+                cells: (0..2).map(|_| AtomicU64::new(0)).collect(),
+                bell: AtomicU32::new(0),
+                futex: LoomFutex::default(),
+            });
+            let queue = m.queue();
+            queue.init();
+            queue.reopen();
+            for &e in entries {
+                queue.push(e).unwrap();
+            }
+            m
+        }
+
+        fn queue(&self) -> crate::queue::OffsetQueue<'_> {
+            crate::queue::OffsetQueue::new(&self.tail, &self.head, &self.cells)
+        }
+
+        fn bell(&self) -> Doorbell<'_> {
+            Doorbell::new(&self.bell)
+        }
+    }
+
     /// The receiver's park handshake never loses a wake-up: a receiver that
     /// marks the cell at `head` PARKED and sleeps is always woken by the
     /// producer whose push replaces the mark.
     #[test]
     fn park_wake_handshake() {
-        use crate::queue::{OffsetQueue, Pushed};
+        use crate::queue::Pushed;
         loom::model(|| {
-            let q = Arc::new((
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                (0..2).map(|_| AtomicU64::new(0)).collect::<Vec<_>>(),
-                AtomicU32::new(0),
-                LoomFutex::default(),
-            ));
-            OffsetQueue::new(&q.0, &q.1, &q.2).init();
-            OffsetQueue::new(&q.0, &q.1, &q.2).reopen();
-            let p = q.clone();
+            let m = Mailbox::new(&[]);
+            let p = m.clone();
             let producer = loom::thread::spawn(move || {
-                let queue = OffsetQueue::new(&p.0, &p.1, &p.2);
-                if queue.push(7) == Ok(Pushed::WakeConsumer) {
-                    Doorbell::new(&p.3).ring(&p.4, 1);
+                if p.queue().push(7) == Ok(Pushed::WakeConsumer) {
+                    p.bell().ring(&p.futex, 1);
                 }
             });
-            let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
-            let bell = Doorbell::new(&q.3);
+            let queue = m.queue();
             let got = loop {
                 if let Some(v) = queue.pop() {
                     break v;
                 }
-                let ticket = bell.ticket();
+                let ticket = m.bell().ticket();
                 if queue.mark_parked() {
-                    bell.wait(&q.4, ticket, None);
+                    m.bell().wait(&m.futex, ticket, None);
                     queue.unmark_parked();
                 }
             };
@@ -215,38 +242,23 @@ mod loom_tests {
     /// next and is always woken when the consumer takes it.
     #[test]
     fn room_wake_handshake() {
-        use crate::queue::OffsetQueue;
         loom::model(|| {
-            let q = Arc::new((
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                (0..2).map(|_| AtomicU64::new(0)).collect::<Vec<_>>(),
-                AtomicU32::new(0),
-                LoomFutex::default(),
-            ));
-            {
-                let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
-                queue.init();
-                queue.reopen();
-                queue.push(1).unwrap();
-                queue.push(2).unwrap();
-            }
-            let p = q.clone();
+            let m = Mailbox::new(&[1, 2]);
+            let p = m.clone();
             let producer = loom::thread::spawn(move || {
-                let queue = OffsetQueue::new(&p.0, &p.1, &p.2);
-                let bell = Doorbell::new(&p.3);
+                let queue = p.queue();
                 while queue.push(3).is_err() {
-                    let ticket = bell.ticket();
+                    let ticket = p.bell().ticket();
                     if queue.mark_waiting() {
-                        bell.wait(&p.4, ticket, None);
+                        p.bell().wait(&p.futex, ticket, None);
                     }
                 }
             });
-            let queue = OffsetQueue::new(&q.0, &q.1, &q.2);
+            let queue = m.queue();
             let (first, waiter) = queue.pop_with(|_| {}).unwrap();
             assert_eq!(first, 1);
             if waiter {
-                Doorbell::new(&q.3).ring(&q.4, u32::MAX);
+                m.bell().ring(&m.futex, u32::MAX);
             }
             producer.join().unwrap();
             assert_eq!(queue.pop(), Some(2));

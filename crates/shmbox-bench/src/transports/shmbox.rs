@@ -162,6 +162,31 @@ pub(crate) fn throughput(
         run_ms: (ctx.plan.stream_time + ctx.plan.warmup).as_millis() as u64,
         wait_for_go: false,
     };
+    let mut meter = Meter::new(size, ctx.plan.warmup);
+    let mut expected = 1;
+    receive_from_peer(ctx, &rx, role, |msg| {
+        let seq = payload::read(&msg, reads)?;
+        if seq == END {
+            return meter.finish(expected - 1).map(Some);
+        }
+        if seq != expected {
+            return Err(format!("expected message {expected}, got {seq}"));
+        }
+        meter.message(seq);
+        expected += 1;
+        Ok(None)
+    })
+}
+
+/// Spawns `role` as the peer, then hands every message arriving in `rx` to
+/// `each` until it returns a result. A failure is explained by what
+/// happened to the peer; the peer is reaped either way.
+fn receive_from_peer<T>(
+    ctx: &mut Ctx,
+    rx: &Mailbox,
+    role: Role,
+    mut each: impl FnMut(shmbox::Message<'_>) -> Result<Option<T>, String>,
+) -> Result<T, String> {
     let mut peer = ctx.launcher.spawn(role, false, ctx.plan.peer_deadline())?;
     let first = peer.wait_ready(|| match rx.try_recv() {
         Ok(m) => Ok(Some(m)),
@@ -169,20 +194,11 @@ pub(crate) fn throughput(
         Err(e) => Err(e.to_string()),
     })?;
     let result = (|| {
-        let mut meter = Meter::new(size, ctx.plan.warmup);
-        let mut expected = 1;
         let mut msg = first;
         loop {
-            let seq = payload::read(&msg, reads)?;
-            drop(msg);
-            if seq == END {
-                return meter.finish(expected - 1);
+            if let Some(done) = each(msg)? {
+                return Ok(done);
             }
-            if seq != expected {
-                return Err(format!("expected message {expected}, got {seq}"));
-            }
-            meter.message(seq);
-            expected += 1;
             msg = rx
                 .recv_timeout(ROUND_TIMEOUT)
                 .map_err(|e| format!("recv: {e}"))?;
@@ -319,35 +335,20 @@ pub(crate) fn stream_latency(
         interval_ns: interval.as_nanos() as u64,
         count,
     };
-    let mut peer = ctx.launcher.spawn(role, false, ctx.plan.peer_deadline())?;
-    let first = peer.wait_ready(|| match rx.try_recv() {
-        Ok(m) => Ok(Some(m)),
-        Err(TryRecvError::Empty) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    })?;
-    let result = (|| {
-        let mut histogram = new_histogram();
-        let mut msg = first;
-        let mut n = 0u64;
-        loop {
-            let now = monotonic_ns();
-            let sent = u64::from_le_bytes(msg[..8].try_into().map_err(|_| "short message")?);
-            drop(msg);
-            if sent == END {
-                return Ok(histogram);
-            }
-            n += 1;
-            if n > count / 10 {
-                histogram.saturating_record(now.saturating_sub(sent).max(1));
-            }
-            msg = rx
-                .recv_timeout(ROUND_TIMEOUT)
-                .map_err(|e| format!("recv: {e}"))?;
+    let mut histogram = new_histogram();
+    let mut n = 0u64;
+    receive_from_peer(ctx, &rx, role, |msg| {
+        let now = monotonic_ns();
+        let sent = u64::from_le_bytes(msg[..8].try_into().map_err(|_| "short message")?);
+        if sent == END {
+            return Ok(Some(std::mem::replace(&mut histogram, new_histogram())));
         }
-    })();
-    let result = result.map_err(|e| peer.explain(e))?;
-    peer.finish()?;
-    Ok(result)
+        n += 1;
+        if n > count / 10 {
+            histogram.saturating_record(now.saturating_sub(sent).max(1));
+        }
+        Ok(None)
+    })
 }
 
 /// The peer's side of [`stream_latency`].
