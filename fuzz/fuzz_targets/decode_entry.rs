@@ -8,16 +8,15 @@
 //!
 //! Properties: when a value decodes to `Some((class, index))`, `class` is
 //! below the number of classes and `index` below that class's chunk count,
-//! and the value is exactly that chunk's header offset / 64 (round trip);
+//! and the value is exactly that chunk's entry (round trip);
 //! the answer, `Some` or `None`, agrees with an independent model of the
 //! layout (`common::Layout`). A built config also has its edges checked:
-//! the first and last chunk of every class, one past them, and one line
-//! into a chunk.
+//! the first and last chunk of every class, and their neighbours.
 #![no_main]
 
 mod common;
 
-use common::{Layout, LINE};
+use common::Layout;
 use libfuzzer_sys::fuzz_target;
 use shmbox::fuzzing::decode_entry;
 use shmbox::{Config, SizeClass};
@@ -91,9 +90,9 @@ fn check(config: &Config, layout: &Layout, value: u32) {
         );
         let count = classes[usize::from(class)].count;
         assert!(index < count, "{value:#x}: index {index} of {count}");
-        let back = layout.chunk(usize::from(class), index) / LINE;
+        let back = Layout::entry(usize::from(class), index);
         assert_eq!(
-            u64::from(value),
+            value,
             back,
             "({class}, {index}) does not round-trip"
         );
@@ -113,9 +112,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
         v
     };
-    let small = &fixed()[0].1;
-    let first = (small.chunk(0, 0) / LINE) as u32;
-    let second = (small.chunk(1, 0) / LINE) as u32;
+    let first = Layout::entry(0, 0);
+    let second = Layout::entry(1, 0);
     vec![
         (
             "small",
@@ -146,13 +144,12 @@ fuzz_target!(init: common::write_seeds(&seeds()), |data: &[u8]| {
                 let (config, layout) = (&built.0, &built.1);
                 for (class, c) in layout.classes.iter().enumerate() {
                     for index in [0, c.count - 1] {
-                        let v = (layout.chunk(class, index) / LINE) as u32;
+                        let v = Layout::entry(class, index);
                         for value in [v.wrapping_sub(1), v, v + 1] {
                             check(config, layout, value);
                         }
                     }
-                    let end = (layout.chunk(class, c.count - 1) + c.stride) / LINE;
-                    check(config, layout, end as u32);
+                    check(config, layout, Layout::entry(class, c.count));
                 }
                 (config, layout)
             }

@@ -20,9 +20,9 @@
 //! | 2      | off, u64 (LE)   | store a word at `off & !7`               |
 //! | 3      | a, b, c, d      | layout-aware patch, by `(op >> 2) % 4`:  |
 //!
-//! * 0: mailbox `a`, cell `b` := stamp `c`, value = header offset / 64 of
-//!   chunk number `d` (a well-formed entry when `c` is the right stamp);
-//! * 1: the same with value + 1 (inside a chunk, not on its header);
+//! * 0: mailbox `a`, cell `b` := stamp `c`, value = the entry naming chunk
+//!   number `d` (a well-formed entry when `c` is the right stamp);
+//! * 1: the same with value + 2^20 (another chunk, or none);
 //! * 2: mailbox `a`'s head and tail := `b | c << 8 | d << 16`;
 //! * 3: chunk number `d`'s length := its capacity + `a | b << 8` (too long)
 //!   or, when `c` is even, `a` (in range).
@@ -99,7 +99,7 @@ fn apply(layout: &Layout, image: &mut [u8], mut ops: &[u8]) -> bool {
                 match (op >> 2) % 4 {
                     v @ (0 | 1) => {
                         let cell = u32::from(b) % layout.capacity;
-                        let value = (chunk / 64) as u32 + u32::from(v);
+                        let value = Layout::entry(class, index) + u32::from(v) * (1 << 20);
                         let word = (u64::from(c) << 32) | u64::from(value);
                         put(image, layout.cell(slot, cell) as usize, &word.to_le_bytes());
                     }

@@ -23,9 +23,10 @@
 //! and first payload line of a 64-byte chunk, which travel together, form
 //! one.
 //!
-//! Shared memory holds offsets, never pointers. A mailbox cell carries a
-//! chunk's header offset divided by 64 in 31 bits, so a region addresses
-//! just under 128 GiB. Every value read back is checked by [`Mapped::decode`].
+//! Shared memory holds offsets and indices, never pointers. A mailbox cell
+//! carries a chunk's class and index (`(class + 1) << 24 | index`), which the
+//! receiver turns into an address with a multiply, not a search or a
+//! division. Every value read back is checked by [`Mapped::decode`].
 //!
 //! An attacher copies the header once, recomputes the whole layout from the
 //! config it holds, and refuses the region unless every stored offset and
@@ -44,7 +45,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -56,7 +57,7 @@ const SLOT_OWNER: u64 = PAIR;
 pub(crate) const CHUNK_HEADER: u64 = 64;
 const MAILBOX_HEAD: u64 = PAIR;
 const MAILBOX_CELLS: u64 = 2 * PAIR;
-/// Cells store offset / 64 in 31 bits, below the queue's marker values.
+/// The largest region: 128 GiB less a few lines.
 pub(crate) const MAX_REGION_SIZE: u64 = LINE * crate::queue::MAX_VALUE as u64;
 
 pub(crate) const STATE_INITIALIZING: u32 = 0;
@@ -234,25 +235,20 @@ impl Layout {
         info
     }
 
-    /// Validates a mailbox cell's value: it must name the header of a chunk
-    /// of some class.
+    /// Validates a mailbox cell's value: it must name a chunk of some
+    /// class (see [`encode_entry`]). Two shifts and two compares: this runs
+    /// on every message received.
     #[inline]
-    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadOffset> {
-        let off = u64::from(value) * LINE;
-        for (class, c) in self.classes.iter().enumerate() {
-            let end = c.chunks_offset + u64::from(c.count) * c.stride;
-            if off >= c.chunks_offset && off < end {
-                let rel = off - c.chunks_offset;
-                if rel % c.stride != 0 {
-                    return Err(BadOffset::Misaligned(off));
-                }
-                return Ok(ChunkRef {
-                    class: class as u8,
-                    index: (rel / c.stride) as u32,
-                });
-            }
+    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadEntry> {
+        let class = (value >> ENTRY_CLASS_SHIFT).wrapping_sub(1) as usize;
+        let index = value & ENTRY_INDEX_MASK;
+        match self.classes.get(class) {
+            Some(c) if index < c.count => Ok(ChunkRef {
+                class: class as u8,
+                index,
+            }),
+            _ => Err(BadEntry(value)),
         }
-        Err(BadOffset::OutOfRange(off))
     }
 
     /// Rebuilds and checks the layout from a stored header and the size of
@@ -483,20 +479,38 @@ pub(crate) struct ChunkRef {
     pub index: u32,
 }
 
-/// Why a value read from a mailbox is not a chunk of this region.
+/// A value read from a mailbox that names no chunk of this region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum BadOffset {
-    #[error("offset {0:#x} is outside every size class's chunk area")]
-    OutOfRange(u64),
-    #[error("offset {0:#x} is not on a chunk boundary")]
-    Misaligned(u64),
+#[error("mailbox entry {0:#x} names no chunk of this region")]
+pub(crate) struct BadEntry(pub u32);
+
+/// Bits of an entry below its class.
+pub(crate) const ENTRY_CLASS_SHIFT: u32 = 24;
+const ENTRY_INDEX_MASK: u32 = (1 << ENTRY_CLASS_SHIFT) - 1;
+const _: () = assert!(crate::config::MAX_CHUNKS_PER_CLASS <= 1 << ENTRY_CLASS_SHIFT);
+const _: () = assert!(((MAX_CLASSES as u32) << ENTRY_CLASS_SHIFT) < crate::queue::MAX_VALUE);
+
+/// The value a mailbox cell carries for chunk `index` of class `class`:
+/// `(class + 1) << 24 | index`, never 0 and below the queue's markers.
+#[inline]
+pub(crate) const fn encode_entry(class: u8, index: u32) -> u32 {
+    ((class as u32 + 1) << ENTRY_CLASS_SHIFT) | index
 }
 
 /// A region's memory together with its validated layout.
 pub(crate) struct Mapped {
     backing: Backing,
+    /// `backing`'s first byte, kept here so hot paths skip the match.
+    base: *mut u8,
     pub layout: Layout,
 }
+
+// SAFETY: `base` points into `backing`, which is Send and Sync and lives as
+// long as `self`; shared memory is accessed only atomically or through
+// loans, as for `Backing` itself.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
 
 impl Mapped {
     /// Pairs memory with a layout validated against its size.
@@ -506,7 +520,12 @@ impl Mapped {
             layout.total_size,
             "layout does not match the memory"
         );
-        Mapped { backing, layout }
+        let base = backing.base();
+        Mapped {
+            backing,
+            base,
+            layout,
+        }
     }
 
     #[inline]
@@ -514,20 +533,20 @@ impl Mapped {
         assert!(off % 8 == 0 && off + 8 <= self.layout.total_size);
         // SAFETY: in bounds and 8-aligned (checked above; the base is page
         // aligned); shared memory is accessed only atomically through here.
-        unsafe { AtomicU64::from_ptr(self.backing.base().add(off as usize).cast()) }
+        unsafe { AtomicU64::from_ptr(self.base.add(off as usize).cast()) }
     }
 
     #[inline]
     fn u32_at(&self, off: u64) -> &AtomicU32 {
         assert!(off % 4 == 0 && off + 4 <= self.layout.total_size);
         // SAFETY: in bounds and 4-aligned, as above.
-        unsafe { AtomicU32::from_ptr(self.backing.base().add(off as usize).cast()) }
+        unsafe { AtomicU32::from_ptr(self.base.add(off as usize).cast()) }
     }
 
     fn u64_slice(&self, off: u64, n: usize) -> &[AtomicU64] {
         assert!(off % 8 == 0 && off + 8 * n as u64 <= self.layout.total_size);
         // SAFETY: `n` aligned words in bounds, accessed only atomically.
-        unsafe { std::slice::from_raw_parts(self.backing.base().add(off as usize).cast(), n) }
+        unsafe { std::slice::from_raw_parts(self.base.add(off as usize).cast(), n) }
     }
 
     /// `len` bytes at `off`, bounds-checked once; fields inside are then
@@ -537,7 +556,7 @@ impl Mapped {
         assert!(off % LINE == 0 && off + len <= self.layout.total_size);
         Block {
             // SAFETY: `off` is inside the region (checked above).
-            ptr: unsafe { self.backing.base().add(off as usize) },
+            ptr: unsafe { self.base.add(off as usize) },
             len,
             _mapped: std::marker::PhantomData,
         }
@@ -548,7 +567,7 @@ impl Mapped {
         assert!(matches!(self.backing, Backing::Heap(_)));
         // SAFETY: the whole backing is in bounds; heap-backed and owned by
         // `self`, which the caller has not shared.
-        unsafe { std::slice::from_raw_parts(self.backing.base(), self.backing.len()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(self.base, self.backing.len()) }.to_vec()
     }
 
     pub(crate) fn header(&self) -> HeaderWords<'_> {
@@ -661,19 +680,47 @@ impl Mapped {
         debug_assert!(at + size as u64 <= self.layout.total_size);
         // SAFETY: `at` is inside the region (chunk areas end before
         // `total_size`, which equals the mapping's length).
-        (unsafe { self.backing.base().add(at as usize) }, size)
+        (unsafe { self.base.add(at as usize) }, size)
+    }
+
+    /// Starts fetching chunk `r`'s header for writing and the first line
+    /// of its payload for reading (`write_payload`: for writing too).
+    #[inline]
+    pub(crate) fn prefetch_chunk(&self, r: ChunkRef, write_payload: bool) {
+        let (payload, _) = self.payload(r);
+        prefetch_write(payload.wrapping_sub(CHUNK_HEADER as usize));
+        if write_payload {
+            prefetch_write(payload);
+        } else {
+            prefetch_read(payload);
+        }
+    }
+
+    /// Starts fetching, for writing, the cell of `slot`'s queue that the
+    /// next message to it will fill, so that the publishing CAS finds it
+    /// here.
+    #[inline]
+    pub(crate) fn prefetch_next_cell(&self, slot: u32) {
+        if slot < self.layout.config.max_participants {
+            let mailbox =
+                self.layout.mailboxes_offset + u64::from(slot) * self.layout.mailbox_stride;
+            let tail = self.u64_at(mailbox).load(Ordering::Relaxed);
+            let cap = u64::from(self.layout.config.mailbox_capacity);
+            let cell = mailbox + MAILBOX_CELLS + 8 * (tail & (cap - 1));
+            prefetch_write(self.base.wrapping_add(cell as usize));
+        }
     }
 
     /// The value a mailbox cell carries for `r`.
     #[inline]
     pub(crate) fn encode(&self, r: ChunkRef) -> u32 {
-        (self.chunk_offset(r) / LINE) as u32
+        encode_entry(r.class, r.index)
     }
 
-    /// Validates a value read from a mailbox cell: it must name the header
-    /// of a chunk of some class.
+    /// Validates a value read from a mailbox cell: it must name a chunk of
+    /// some class.
     #[inline]
-    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadOffset> {
+    pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadEntry> {
         self.layout.decode(value)
     }
 
@@ -691,6 +738,36 @@ impl Mapped {
     pub(crate) fn is_ready(&self) -> bool {
         self.header().state.load(Ordering::Acquire) == STATE_READY
     }
+}
+
+/// Starts fetching the cache line at `ptr` *for writing* (x86 `PREFETCHW`:
+/// the line arrives exclusive, so the store or atomic that follows does not
+/// fetch it a second time to upgrade it). `_mm_prefetch` with the ET0 hint
+/// would compile to a plain read prefetch unless the crate were built with
+/// the `prfchw` feature, hence the instruction itself; x86 CPUs without it
+/// decode it as a no-op. Elsewhere it does nothing.
+#[inline(always)]
+pub(crate) fn prefetch_write(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it changes no register, flag or memory
+    // and never faults, whatever the address.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) ptr, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Starts fetching the cache line at `ptr` for reading.
+#[inline(always)]
+pub(crate) fn prefetch_read(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `prefetch_write`.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// A bounds-checked span of the region (see [`Mapped::block`]).
@@ -734,20 +811,8 @@ pub(crate) struct ClassChunks<'a> {
 impl Holders for ClassChunks<'_> {
     #[inline]
     fn prefetch_for_write(&self, index: u32) {
-        #[cfg(target_arch = "x86_64")]
-        if index < self.class.count {
-            let at = self.class.chunks_offset + u64::from(index) * self.class.stride;
-            // SAFETY: `at` is inside the region (index < count); a prefetch
-            // never faults anyway.
-            unsafe {
-                let ptr = self.mapped.backing.base().add(at as usize);
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
-                    ptr as *const i8,
-                );
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = index;
+        let at = self.class.chunks_offset + u64::from(index) * self.class.stride;
+        prefetch_write(self.mapped.base.wrapping_add(at as usize));
     }
 
     #[inline]
@@ -907,17 +972,23 @@ mod tests {
     }
 
     #[test]
-    fn decode_checks_range_and_alignment() {
+    fn decode_checks_class_and_index() {
         let m = fresh(&small());
-        for class in 0..2u8 {
-            for index in 0..m.layout.classes[class as usize].count {
+        let classes = m.layout.classes.len() as u8;
+        for class in 0..classes {
+            let count = m.layout.classes[class as usize].count;
+            for index in 0..count {
                 let r = ChunkRef { class, index };
                 assert_eq!(m.decode(m.encode(r)), Ok(r));
             }
+            // One past the last chunk of the class.
+            let past = encode_entry(class, count);
+            assert_eq!(m.decode(past), Err(BadEntry(past)));
         }
-        assert!(matches!(m.decode(0), Err(BadOffset::OutOfRange(0))));
-        assert!(matches!(m.decode(u32::MAX), Err(BadOffset::OutOfRange(_))));
-        let first = m.encode(ChunkRef { class: 1, index: 0 });
-        assert!(matches!(m.decode(first + 1), Err(BadOffset::Misaligned(_))));
+        // No class 0 (the empty value), no class past the last one, no
+        // marker.
+        for v in [0, 5, encode_entry(classes, 0), u32::MAX, u32::MAX - 1] {
+            assert_eq!(m.decode(v), Err(BadEntry(v)), "{v:#x}");
+        }
     }
 }

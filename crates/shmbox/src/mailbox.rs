@@ -5,7 +5,7 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{BadOffset, ChunkRef, Counter, Mapped, COUNTERS};
+use crate::layout::{BadEntry, ChunkRef, Counter, Mapped, COUNTERS};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -143,10 +143,17 @@ pub struct Mailbox {
     cache: [RefCell<Vec<u32>>; MAX_CLASSES],
     /// Chunks in `cache`, all classes.
     cached: Cell<u32>,
+    /// Chunks per class `cache` keeps between messages: at most
+    /// [`CACHE_PER_CLASS`], and little enough that the caches of all
+    /// participants together never hold more than half of a pool.
+    keep: [usize; MAX_CLASSES],
     /// This participant's counters; copied to its slot now and then.
     counters: [Cell<u64>; COUNTERS],
     /// Counter updates not yet copied to the slot.
     unpublished: Cell<u32>,
+    /// Position of the queue cell we took last and have not re-armed yet
+    /// (see `OffsetQueue::take_with`).
+    unarmed: Cell<Option<u64>>,
 }
 
 /// Why one delivery attempt failed.
@@ -187,8 +194,15 @@ impl Mailbox {
             hints: Default::default(),
             cache: Default::default(),
             cached: Cell::new(0),
+            keep: std::array::from_fn(|class| {
+                m.layout.classes.get(class).map_or(0, |c| {
+                    let share = c.count / (2 * m.layout.config.max_participants);
+                    (share as usize).min(CACHE_PER_CLASS)
+                })
+            }),
             counters: Default::default(),
             unpublished: Cell::new(0),
+            unarmed: Cell::new(None),
             region: region.clone(),
         };
         // The previous occupant closed the queue when it left; anything
@@ -279,6 +293,9 @@ impl Mailbox {
     }
 
     fn loan_from(&self, chunk: ChunkRef, len: usize) -> Loan<'_> {
+        // The loaner writes the payload next and the header when it sends:
+        // the last receiver may still have both lines.
+        self.mapped().prefetch_chunk(chunk, true);
         let (ptr, capacity) = self.mapped().payload(chunk);
         Loan {
             mailbox: self,
@@ -408,22 +425,51 @@ impl Mailbox {
         sweep::release(m, &self.region.shared.futex, chunk, self.bit);
     }
 
-    /// Returns every cached chunk to the shared pool (before we go idle, so
+    /// Returns every cached chunk to the shared pool (before we sleep, so
     /// nobody waits for chunks we are not using).
     fn flush_cache(&self) {
+        self.trim_cache(|_| 0);
+    }
+
+    /// Between messages (a receive that found nothing): keeps at most
+    /// [`keep`](Self::keep) chunks per class for the next loans, and none of
+    /// a class that somebody is waiting for.
+    fn trim_cache_between_messages(&self) {
+        let m = self.mapped();
+        self.trim_cache(|class| {
+            if m.pool_waiters(class).waiters() == 0 {
+                self.keep[class as usize]
+            } else {
+                0
+            }
+        });
+    }
+
+    /// Returns cached chunks to the shared pool, oldest first, until each
+    /// class keeps at most `keep(class)`.
+    fn trim_cache(&self, keep: impl Fn(u8) -> usize) {
         if self.cached.get() == 0 {
             return;
         }
         for (class, cache) in self.cache.iter().enumerate() {
-            for index in cache.borrow_mut().drain(..) {
+            let mut cache = cache.borrow_mut();
+            if cache.is_empty() {
+                continue;
+            }
+            let keep = keep(class as u8);
+            if cache.len() <= keep {
+                continue;
+            }
+            let excess = cache.len() - keep;
+            for index in cache.drain(..excess) {
                 let chunk = ChunkRef {
                     class: class as u8,
                     index,
                 };
                 sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
             }
+            self.cached.set(self.cached.get() - excess as u32);
         }
-        self.cached.set(0);
     }
 
     /// Waits on `list` until `ready` gives a value or `timeout` passes;
@@ -460,6 +506,9 @@ impl Mailbox {
     /// offset in `to`'s message list.
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
+        // The receiver has the cell we are about to fill (it polls it):
+        // start taking it over now, while the header is written.
+        m.prefetch_next_cell(to.slot);
         if to.slot >= m.layout.config.max_participants
             || !registry::is_active(m, to.slot, to.generation)
         {
@@ -633,10 +682,11 @@ impl Mailbox {
         let mailbox = m.mailbox(self.address.slot);
         let taking = m.slot(self.address.slot).taking;
         loop {
+            self.rearm();
             // Announce the entry before it leaves the queue, so a sweep never
             // finds a message we are receiving in neither place.
             let mut decoded = None;
-            let Some((_, sender_waits)) = mailbox.queue.pop_with(|v| {
+            let Some((_, pos)) = mailbox.queue.take_with(|v| {
                 taking.store(v, Ordering::Relaxed);
                 let chunk = m.decode(v);
                 if let Ok(chunk) = chunk {
@@ -644,19 +694,32 @@ impl Mailbox {
                 }
                 decoded = Some(chunk);
             }) else {
-                self.flush_cache();
+                self.trim_cache_between_messages();
                 if self.unpublished.get() != 0 {
                     self.publish_counters();
                 }
                 return Err(TryRecvError::Empty);
             };
-            if sender_waits {
-                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
-            }
-            let accepted = self.accept(decoded.expect("pop_with announces the entry it pops"));
+            self.unarmed.set(Some(pos));
+            let accepted = self.accept(decoded.expect("take_with announces the entry it takes"));
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {
                 return Ok(message);
+            }
+        }
+    }
+
+    /// Re-arms the queue cell of the entry taken last, if that is still to
+    /// do, and wakes senders waiting for room. Put off from `try_recv` until
+    /// the message is dropped or the next receive, whichever comes first:
+    /// a receiver that answers before it drops the message sends its
+    /// answer before it takes the cell's line back from the sender.
+    #[inline]
+    fn rearm(&self) {
+        if let Some(pos) = self.unarmed.take() {
+            let mailbox = self.mapped().mailbox(self.address.slot);
+            if mailbox.queue.rearm(pos) {
+                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
             }
         }
     }
@@ -666,20 +729,7 @@ impl Mailbox {
     /// queue cell's instead of following it one after the other.
     #[inline]
     fn prefetch(&self, chunk: ChunkRef) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
-            let (payload, _) = self.mapped().payload(chunk);
-            let header = payload.wrapping_sub(crate::layout::CHUNK_HEADER as usize);
-            // SAFETY: prefetches are hints; they never fault, whatever the
-            // address.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_ET0>(header as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(payload as *const i8);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = chunk;
+        self.mapped().prefetch_chunk(chunk, false);
     }
 
     /// Releases an entry nobody will read (a queue being closed).
@@ -692,7 +742,7 @@ impl Mailbox {
     /// of our slot (released), or one a sweep has reclaimed (skipped).
     fn accept(
         &self,
-        decoded: Result<ChunkRef, BadOffset>,
+        decoded: Result<ChunkRef, BadEntry>,
     ) -> Result<Option<Message<'_>>, Corruption> {
         let m = self.mapped();
         let chunk = decoded.map_err(|e| Corruption {
@@ -776,7 +826,9 @@ impl Mailbox {
             let left = remaining()?;
             let m = self.mapped();
             let mailbox = m.mailbox(self.address.slot);
-            // Mark the cell we wait on, then sleep until a sender fills it.
+            // Going to sleep: give back every chunk we keep. Then mark the
+            // cell we wait on, and sleep until a sender fills it.
+            self.flush_cache();
             let ticket = mailbox.parker.ticket();
             if mailbox.queue.mark_parked() {
                 mailbox.parker.wait(&self.region.shared.futex, ticket, left);
@@ -812,6 +864,7 @@ impl Drop for Mailbox {
         let m = self.mapped();
         let Address { slot, generation } = self.address;
         registry::begin_leave(m, slot, generation);
+        self.rearm();
         let mailbox = m.mailbox(slot);
         mailbox.queue.close(|value| self.discard(value));
         // Blocked senders wake up and see that we left.
@@ -916,6 +969,10 @@ impl Deref for Message<'_> {
 impl Drop for Message<'_> {
     fn drop(&mut self) {
         self.mailbox.release(self.chunk);
+        // The message's queue cell serves the next lap from now on (if the
+        // next receive has not re-armed it already), so the mailbox holds
+        // its full capacity again.
+        self.mailbox.rearm();
     }
 }
 

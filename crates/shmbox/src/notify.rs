@@ -255,9 +255,11 @@ mod loom_tests {
                 }
             });
             let queue = m.queue();
-            let (first, waiter) = queue.pop_with(|_| {}).unwrap();
+            // The consumer takes the entry and re-arms its cell later, as
+            // `Mailbox::try_recv` does.
+            let (first, pos) = queue.take_with(|_| {}).unwrap();
             assert_eq!(first, 1);
-            if waiter {
+            if queue.rearm(pos) {
                 m.bell().ring(&m.futex, u32::MAX);
             }
             producer.join().unwrap();

@@ -461,8 +461,9 @@ mod loom_tests {
             let s2 = sh.clone();
             let receiver = loom::thread::spawn(move || {
                 let q = OffsetQueue::new(&s2.tail, &s2.head, &s2.cells);
+                // Taken, its cell not re-armed yet (as in `try_recv`).
                 let (v, _) = q
-                    .pop_with(|v| s2.taking.store(v, Ordering::Relaxed))
+                    .take_with(|v| s2.taking.store(v, Ordering::Relaxed))
                     .unwrap();
                 let mine = take_over(&s2.holders, R, S);
                 s2.taking.store(0, Ordering::Release);

@@ -105,11 +105,15 @@ impl<'a> OffsetQueue<'a> {
         debug_assert!(value != 0 && value < MAX_VALUE);
         let cap = self.cells.len() as u32;
         let mut tail = self.tail.load(Ordering::Relaxed);
+        // First guess: the cell at `tail` is empty and waiting for us. The
+        // CAS then fetches the line once, exclusively, instead of a load
+        // fetching it shared and the CAS fetching it again; a wrong guess
+        // costs nothing more, since the failed CAS returns what is there.
+        let mut current = pack(tail as u32, 0);
         // Each retry re-reads `tail`; a hostile region could keep changing
         // it, so give up (as full) after a generous bound.
         for _ in 0..(4 * cap as usize + 64) {
             let cell = self.cell(tail);
-            let current = cell.load(Ordering::Acquire);
             let stamp = stamp_of(current);
             let pos = tail as u32;
             if stamp == pos {
@@ -117,30 +121,36 @@ impl<'a> OffsetQueue<'a> {
                 if marker == CLOSED {
                     return Err(PushError::Closed);
                 }
-                // SYNC POINT: the release half publishes the chunk's header
-                // and payload; pairs with the acquire load in `pop`. The
-                // acquire half pairs with the consumer's PARKED mark.
-                if (marker == 0 || marker == PARKED)
-                    && cell
-                        .compare_exchange(
-                            current,
-                            pack(pos.wrapping_add(1), value),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
-                    let _ = self.tail.compare_exchange(
-                        tail,
-                        tail.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    return Ok(if marker == PARKED {
-                        Pushed::WakeConsumer
-                    } else {
-                        Pushed::Quiet
-                    });
+                if marker == 0 || marker == PARKED {
+                    // SYNC POINT: the release half publishes the chunk's
+                    // header and payload; pairs with the acquire load in
+                    // `take_with`. The acquire half pairs with the
+                    // consumer's PARKED mark.
+                    match cell.compare_exchange(
+                        current,
+                        pack(pos.wrapping_add(1), value),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            let _ = self.tail.compare_exchange(
+                                tail,
+                                tail.wrapping_add(1),
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                            return Ok(if marker == PARKED {
+                                Pushed::WakeConsumer
+                            } else {
+                                Pushed::Quiet
+                            });
+                        }
+                        Err(actual) => {
+                            // Decide again on what the cell really holds.
+                            current = actual;
+                            continue;
+                        }
+                    }
                 }
             } else if stamp == pos.wrapping_add(1) {
                 // Filled by another producer that has not advanced `tail` yet.
@@ -158,29 +168,43 @@ impl<'a> OffsetQueue<'a> {
                     return Err(PushError::Full);
                 }
                 tail = now;
+                current = self.cell(tail).load(Ordering::Acquire);
                 continue;
             }
             tail = self.tail.load(Ordering::Relaxed);
+            current = self.cell(tail).load(Ordering::Acquire);
             crate::sync::spin_hint();
         }
         Err(PushError::Full)
     }
 
-    /// Consumer: takes the next value, if one is published.
+    /// Consumer: takes the next value, if one is published, and re-arms
+    /// its cell at once.
     ///
     /// Only the queue's owner may call `pop`, one thread at a time.
     #[cfg_attr(not(test), allow(dead_code))]
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
-        self.pop_with(|_| {}).map(|(value, _)| value)
+        let (value, pos) = self.take_with(|_| {})?;
+        self.rearm(pos);
+        Some(value)
     }
 
-    /// Like [`pop`](Self::pop), calling `announce(value)` after reading the
-    /// entry and before removing it, so that at no instant the value is
-    /// neither in the queue nor announced. Also tells whether a producer is
-    /// asleep waiting for room (then ring its doorbell).
+    /// Consumer: takes the next value, if one is published, calling
+    /// `announce(value)` after reading the entry and before it leaves the
+    /// queue, so that at no instant the value is neither queued nor
+    /// announced. Returns the value and its position.
+    ///
+    /// The entry leaves the queue when `head` moves past it; its cell still
+    /// holds it until [`rearm`](Self::rearm)`(position)`, which the
+    /// consumer must call before its next `take_with` (and may put off
+    /// until then: re-arming takes the cell's line from the producers, and
+    /// a consumer that answers first keeps that transfer off the round
+    /// trip). At most one cell, the one just before `head`, is ever taken
+    /// and not re-armed; [`close`](Self::close) re-arms it for a consumer
+    /// that died first.
     #[inline]
-    pub(crate) fn pop_with(&self, announce: impl FnOnce(u32)) -> Option<(u32, bool)> {
+    pub(crate) fn take_with(&self, announce: impl FnOnce(u32)) -> Option<(u32, u64)> {
         let head = self.head.load(Ordering::Relaxed);
         let cell = self.cell(head);
         // SYNC POINT: pairs with the release half of the CAS in `push`.
@@ -190,15 +214,26 @@ impl<'a> OffsetQueue<'a> {
         }
         let value = current as u32 & !WAITER;
         announce(value);
-        let cap = self.cells.len() as u32;
-        // SYNC POINT: re-arming releases the cell to producers of the next
-        // lap (pairs with their acquire load) and publishes the announcement
-        // to sweepers that no longer find the value in the queue. A swap,
-        // not a store: a blocked producer may have flagged the entry
-        // WAITER since we read it, and that flag must not be lost.
-        let taken = cell.swap(pack((head as u32).wrapping_add(cap), 0), Ordering::AcqRel);
+        // SYNC POINT: publishes the announcement to sweepers, which read
+        // `head` (acquire) before they look for the entry in the queue.
         self.head.store(head.wrapping_add(1), Ordering::Release);
-        Some((value, taken as u32 & WAITER != 0))
+        Some((value, head))
+    }
+
+    /// Consumer: re-arms the cell of position `pos`, taken by
+    /// [`take_with`](Self::take_with), for the next lap. Returns whether a
+    /// producer is asleep waiting for room (then ring its doorbell).
+    #[inline]
+    pub(crate) fn rearm(&self, pos: u64) -> bool {
+        let cap = self.cells.len() as u32;
+        // SYNC POINT: releases the cell to producers of the next lap (pairs
+        // with their acquire load). A swap, not a store: a blocked producer
+        // may have flagged the entry WAITER since we read it, and that flag
+        // must not be lost.
+        let taken = self
+            .cell(pos)
+            .swap(pack((pos as u32).wrapping_add(cap), 0), Ordering::AcqRel);
+        taken as u32 & WAITER != 0
     }
 
     /// Producer, finding the queue full: flags the entry the consumer takes
@@ -275,12 +310,19 @@ impl<'a> OffsetQueue<'a> {
         self.cell(head).load(Ordering::Relaxed) == pack(head as u32, PARKED)
     }
 
-    /// Whether some cell holds `value` (a published, untaken entry).
+    /// Whether `value` is a published entry the consumer has not taken.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn contains(&self, value: u32) -> bool {
-        self.cells
-            .iter()
-            .any(|c| c.load(Ordering::Acquire) as u32 & !WAITER == value)
+        // SYNC POINT: pairs with the release store of `head` in `take_with`:
+        // an entry taken since is announced by the consumer.
+        let head = self.head.load(Ordering::Acquire);
+        (0..self.cells.len() as u64).any(|k| {
+            let pos = head.wrapping_add(k);
+            let current = self.cell(pos).load(Ordering::Acquire);
+            // An entry at `pos` (not the taken cell before `head`, nor an
+            // entry of an earlier lap).
+            stamp_of(current) == (pos as u32).wrapping_add(1) && current as u32 & !WAITER == value
+        })
     }
 
     /// Consumer (or whoever took over from a dead one): closes the queue and
@@ -289,10 +331,25 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn close(&self, mut on_entry: impl FnMut(u32)) {
         let cap = self.cells.len() as u32;
         let mut head = self.head.load(Ordering::Relaxed);
-        // A consumer killed between re-arming a cell and advancing `head`
-        // leaves that cell waiting for the next lap: step over it.
-        if stamp_of(self.cell(head).load(Ordering::Acquire)) == (head as u32).wrapping_add(cap) {
-            head = head.wrapping_add(1);
+        // A consumer that took the entry before `head` and died before
+        // re-arming its cell: re-arm it (closed) for the next lap. Bounded
+        // like the loop below.
+        let taken = head.wrapping_sub(1);
+        for _ in 0..64 {
+            let current = self.cell(taken).load(Ordering::Acquire);
+            if stamp_of(current) != head as u32
+                || self
+                    .cell(taken)
+                    .compare_exchange(
+                        current,
+                        pack((taken as u32).wrapping_add(cap), CLOSED),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+            {
+                break;
+            }
         }
         for k in 0..u64::from(cap) {
             let pos = head.wrapping_add(k) as u32;
@@ -441,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn close_recovers_from_a_consumer_killed_mid_pop() {
+    fn close_rearms_the_cell_of_a_consumer_killed_mid_take() {
         let (t, h, c) = queue(4);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
@@ -449,15 +506,42 @@ mod tests {
         for v in 1..=3 {
             q.push(v).unwrap();
         }
-        // The consumer re-armed the cell of entry 1, then died before
-        // advancing `head`.
-        c[0].store(pack(4, 0), Ordering::Relaxed);
+        // The consumer took entry 1 (advanced `head`) and died before
+        // re-arming its cell; entry 1 is no longer in the queue.
+        assert_eq!(q.take_with(|_| {}).map(|(v, _)| v), Some(1));
+        assert!(!q.contains(1) && q.contains(2));
         let mut drained = Vec::new();
         q.close(|v| drained.push(v));
         assert_eq!(drained, [2, 3]);
         q.reopen();
-        q.push(7).unwrap();
-        assert_eq!(q.pop(), Some(7));
+        // Every cell serves its lap again: the queue fills to capacity.
+        for v in 4..=7 {
+            q.push(v).unwrap();
+        }
+        assert_eq!(q.push(8), Err(PushError::Full));
+        for v in 4..=7 {
+            assert_eq!(q.pop(), Some(v));
+        }
+    }
+
+    #[test]
+    fn deferred_rearm_keeps_the_waiter_flag() {
+        let (t, h, c) = queue(2);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen();
+        q.push(1).unwrap();
+        q.push(2).unwrap();
+        let (v, pos) = q.take_with(|_| {}).unwrap();
+        assert_eq!(v, 1);
+        // Until the cell is re-armed the queue is still full, and a
+        // producer can ask to be woken when it is.
+        assert_eq!(q.push(3), Err(PushError::Full));
+        assert!(q.mark_waiting());
+        assert!(q.rearm(pos), "the re-arm reports the waiting producer");
+        q.push(3).unwrap();
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(q.pop(), Some(3));
     }
 
     #[test]

@@ -127,10 +127,11 @@ impl Layout {
         self.mailboxes + slot * self.mailbox_stride
     }
 
-    /// A mailbox value naming a chunk: its header offset / 64.
+    /// A mailbox value naming a chunk: `(class + 1) << 24 | index`.
     fn entry(&self, rng: &mut StdRng) -> u32 {
-        let c = &self.classes[rng.random_range(0..self.classes.len())];
-        ((c.chunks + rng.random_range(0..c.count) * c.stride) / LINE) as u32
+        let class = rng.random_range(0..self.classes.len());
+        let index = rng.random_range(0..self.classes[class].count);
+        ((class as u32 + 1) << 24) | index as u32
     }
 }
 

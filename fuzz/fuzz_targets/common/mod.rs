@@ -9,6 +9,8 @@ use std::path::Path;
 pub const HEADER_SIZE: u64 = 4096;
 pub const INFO_OFFSET: u64 = 64;
 pub const LINE: u64 = 64;
+/// Bits of a mailbox entry below its class.
+pub const ENTRY_SHIFT: u32 = 24;
 pub const SLOT_SIZE: u64 = 256;
 pub const CHUNK_HEADER: u64 = 64;
 pub const MAILBOX_CELLS: u64 = 4 * LINE;
@@ -111,20 +113,18 @@ impl Layout {
         (0, 0)
     }
 
-    /// What a mailbox entry decodes to: `Some((class, index))` when
-    /// `value * 64` is the header of a chunk.
+    /// What a mailbox entry decodes to: `Some((class, index))` when the
+    /// value is `(class + 1) << 24 | index` of an existing chunk.
     pub fn decode(&self, value: u32) -> Option<(u8, u32)> {
-        let off = u64::from(value) * LINE;
-        for (class, c) in self.classes.iter().enumerate() {
-            let end = c.chunks_offset + u64::from(c.count) * c.stride;
-            if off >= c.chunks_offset && off < end {
-                let rel = off - c.chunks_offset;
-                return rel
-                    .is_multiple_of(c.stride)
-                    .then_some((class as u8, (rel / c.stride) as u32));
-            }
-        }
-        None
+        let class = (value >> ENTRY_SHIFT).checked_sub(1)? as usize;
+        let index = value & ((1 << ENTRY_SHIFT) - 1);
+        let c = self.classes.get(class)?;
+        (u64::from(index) < u64::from(c.count)).then_some((class as u8, index))
+    }
+
+    /// The mailbox value naming chunk `index` of `class`.
+    pub fn entry(class: usize, index: u32) -> u32 {
+        ((class as u32 + 1) << ENTRY_SHIFT) | index
     }
 }
 
