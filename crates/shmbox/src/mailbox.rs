@@ -126,6 +126,21 @@ impl fmt::Display for Address {
 /// A `Mailbox` is `Send` but not `Sync`: one thread receives from it at a
 /// time. Dropping it leaves the region: its slot is freed and the messages
 /// still queued for it are released.
+///
+/// **Kept chunks.** A chunk a participant frees as its last holder stays
+/// with it (up to 16 per size class) for its next loans, so that loans and
+/// releases do not touch the shared pool. Between messages (a receive that
+/// finds nothing) it keeps at most `min(16, count / (2 × max participants))`
+/// chunks of a class, so all participants together never keep more than
+/// half of a pool, and none of a class somebody is waiting for; a receiver
+/// that goes to sleep, or a loaner that finds a class exhausted, gives back
+/// everything it keeps; leaving gives back everything.
+///
+/// **Capacity.** A received message's queue cell is made free for the next
+/// lap when the message is dropped (or at the next receive, if that comes
+/// first): while the last message received is still held, the mailbox
+/// accepts one message fewer than its capacity. Answering before dropping
+/// the message keeps that work off the round trip.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's

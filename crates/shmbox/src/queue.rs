@@ -14,8 +14,11 @@
 //! complete entry behind — never a hole that would block the consumer.
 //!
 //! The consumer owns `head`; it reads the cell at `head`, takes the value
-//! and re-arms the cell for the next lap with a release store. The 32-bit
-//! stamps wrap; they are compared for equality only.
+//! by advancing `head`, and re-arms the cell for the next lap (a swap, so
+//! that a producer's WAITER flag is not lost) when it is done with the
+//! entry: at most one cell, the one just before `head`, waits to be
+//! re-armed (see [`OffsetQueue::take_with`]). The 32-bit stamps wrap; they
+//! are compared for equality only.
 //!
 //! **Closing.** When its owner leaves (or a sweep reclaims it), a queue is
 //! closed: every empty cell gets the value [`CLOSED`] by compare-and-swap,
