@@ -135,12 +135,6 @@ impl fmt::Display for Address {
 /// half of a pool, and none of a class somebody is waiting for; a receiver
 /// that goes to sleep, or a loaner that finds a class exhausted, gives back
 /// everything it keeps; leaving gives back everything.
-///
-/// **Capacity.** A received message's queue cell is made free for the next
-/// lap when the message is dropped (or at the next receive, if that comes
-/// first): while the last message received is still held, the mailbox
-/// accepts one message fewer than its capacity. Answering before dropping
-/// the message keeps that work off the round trip.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -166,9 +160,6 @@ pub struct Mailbox {
     counters: [Cell<u64>; COUNTERS],
     /// Counter updates not yet copied to the slot.
     unpublished: Cell<u32>,
-    /// Position of the queue cell we took last and have not re-armed yet
-    /// (see `OffsetQueue::take_with`).
-    unarmed: Cell<Option<u64>>,
 }
 
 /// Why one delivery attempt failed.
@@ -217,7 +208,6 @@ impl Mailbox {
             }),
             counters: Default::default(),
             unpublished: Cell::new(0),
-            unarmed: Cell::new(None),
             region: region.clone(),
         };
         // The previous occupant closed the queue when it left; anything
@@ -697,7 +687,6 @@ impl Mailbox {
         let mailbox = m.mailbox(self.address.slot);
         let taking = m.slot(self.address.slot).taking;
         loop {
-            self.rearm();
             // Announce the entry before it leaves the queue, so a sweep never
             // finds a message we are receiving in neither place.
             let mut decoded = None;
@@ -715,26 +704,17 @@ impl Mailbox {
                 }
                 return Err(TryRecvError::Empty);
             };
-            self.unarmed.set(Some(pos));
+            // Re-arm the cell for the next lap at once: a sender may be
+            // waiting for exactly this room (putting it off until the
+            // message is dropped made streams slower and round trips no
+            // faster).
+            if mailbox.queue.rearm(pos) {
+                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
+            }
             let accepted = self.accept(decoded.expect("take_with announces the entry it takes"));
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {
                 return Ok(message);
-            }
-        }
-    }
-
-    /// Re-arms the queue cell of the entry taken last, if that is still to
-    /// do, and wakes senders waiting for room. Put off from `try_recv` until
-    /// the message is dropped or the next receive, whichever comes first:
-    /// a receiver that answers before it drops the message sends its
-    /// answer before it takes the cell's line back from the sender.
-    #[inline]
-    fn rearm(&self) {
-        if let Some(pos) = self.unarmed.take() {
-            let mailbox = self.mapped().mailbox(self.address.slot);
-            if mailbox.queue.rearm(pos) {
-                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
             }
         }
     }
@@ -879,7 +859,6 @@ impl Drop for Mailbox {
         let m = self.mapped();
         let Address { slot, generation } = self.address;
         registry::begin_leave(m, slot, generation);
-        self.rearm();
         let mailbox = m.mailbox(slot);
         mailbox.queue.close(|value| self.discard(value));
         // Blocked senders wake up and see that we left.
@@ -984,10 +963,6 @@ impl Deref for Message<'_> {
 impl Drop for Message<'_> {
     fn drop(&mut self) {
         self.mailbox.release(self.chunk);
-        // The message's queue cell serves the next lap from now on (if the
-        // next receive has not re-armed it already), so the mailbox holds
-        // its full capacity again.
-        self.mailbox.rearm();
     }
 }
 

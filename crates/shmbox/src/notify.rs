@@ -255,7 +255,7 @@ mod loom_tests {
                 }
             });
             let queue = m.queue();
-            // The consumer takes the entry and re-arms its cell later, as
+            // The consumer takes the entry, then re-arms its cell, as
             // `Mailbox::try_recv` does.
             let (first, pos) = queue.take_with(|_| {}).unwrap();
             assert_eq!(first, 1);

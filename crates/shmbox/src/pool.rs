@@ -461,7 +461,7 @@ mod loom_tests {
             let s2 = sh.clone();
             let receiver = loom::thread::spawn(move || {
                 let q = OffsetQueue::new(&s2.tail, &s2.head, &s2.cells);
-                // Taken, its cell not re-armed yet (as in `try_recv`).
+                // Taken; the receiver dies, or is slow, before re-arming the cell.
                 let (v, _) = q
                     .take_with(|v| s2.taking.store(v, Ordering::Relaxed))
                     .unwrap();

@@ -14,10 +14,10 @@
 //! complete entry behind — never a hole that would block the consumer.
 //!
 //! The consumer owns `head`; it reads the cell at `head`, takes the value
-//! by advancing `head`, and re-arms the cell for the next lap (a swap, so
-//! that a producer's WAITER flag is not lost) when it is done with the
-//! entry: at most one cell, the one just before `head`, waits to be
-//! re-armed (see [`OffsetQueue::take_with`]). The 32-bit stamps wrap; they
+//! by advancing `head`, then re-arms the cell for the next lap (a swap, so
+//! that a producer's WAITER flag is not lost): at most one cell, the one
+//! just before `head`, is ever taken and not yet re-armed (see
+//! [`OffsetQueue::take_with`]). The 32-bit stamps wrap; they
 //! are compared for equality only.
 //!
 //! **Closing.** When its owner leaves (or a sweep reclaims it), a queue is
@@ -200,12 +200,9 @@ impl<'a> OffsetQueue<'a> {
     ///
     /// The entry leaves the queue when `head` moves past it; its cell still
     /// holds it until [`rearm`](Self::rearm)`(position)`, which the
-    /// consumer must call before its next `take_with` (and may put off
-    /// until then: re-arming takes the cell's line from the producers, and
-    /// a consumer that answers first keeps that transfer off the round
-    /// trip). At most one cell, the one just before `head`, is ever taken
-    /// and not re-armed; [`close`](Self::close) re-arms it for a consumer
-    /// that died first.
+    /// consumer must call before its next `take_with`. At most one cell,
+    /// the one just before `head`, is ever taken and not re-armed;
+    /// [`close`](Self::close) re-arms it for a consumer that died first.
     #[inline]
     pub(crate) fn take_with(&self, announce: impl FnOnce(u32)) -> Option<(u32, u64)> {
         let head = self.head.load(Ordering::Relaxed);
