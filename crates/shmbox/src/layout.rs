@@ -553,7 +553,12 @@ impl Mapped {
     /// reached without further checks (hot paths build views per message).
     #[inline]
     fn block(&self, off: u64, len: u64) -> Block<'_> {
-        assert!(off % LINE == 0 && off + len <= self.layout.total_size);
+        // Every block starts on a line by construction of the layout (all
+        // section offsets and strides are multiples of 64, and `validate`
+        // accepts only a header that matches the recomputed layout); the
+        // bound is what a bad index would break, so it is checked always.
+        debug_assert!(off % LINE == 0);
+        assert!(off + len <= self.layout.total_size);
         Block {
             // SAFETY: `off` is inside the region (checked above).
             ptr: unsafe { self.base.add(off as usize) },
@@ -671,6 +676,25 @@ impl Mapped {
             sender: b.u64(16),
             dest: b.u64(24),
         }
+    }
+
+    /// Chunk `r`'s header, the start of its payload and its capacity, with
+    /// one bounds check.
+    #[inline]
+    pub(crate) fn chunk_parts(&self, r: ChunkRef) -> (ChunkView<'_>, *mut u8, usize) {
+        let c = &self.layout.classes[r.class as usize];
+        let off = self.chunk_offset(r);
+        let b = self.block(off, c.stride);
+        let view = ChunkView {
+            holders: b.u64(0),
+            len: b.u64(8),
+            sender: b.u64(16),
+            dest: b.u64(24),
+        };
+        // SAFETY: the block spans the whole chunk (checked above), whose
+        // payload starts after the header.
+        let payload = unsafe { b.ptr.add(CHUNK_HEADER as usize) };
+        (view, payload, c.size as usize)
     }
 
     /// Start of chunk `r`'s payload (64-byte aligned) and its capacity.

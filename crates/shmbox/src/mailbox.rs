@@ -260,6 +260,7 @@ impl Mailbox {
 
     // ---- loans -------------------------------------------------------------
 
+    #[inline]
     fn claim(&self, len: usize) -> Result<ChunkRef, TryLoanError> {
         let m = self.mapped();
         let class = m.class_for(len).ok_or(TryLoanError::TooLarge {
@@ -406,6 +407,7 @@ impl Mailbox {
 
     /// Gives up this participant's hold on a chunk; the last holder returns
     /// it to the pool and wakes blocked loaners.
+    #[inline]
     fn release(&self, chunk: ChunkRef) {
         let m = self.mapped();
         // Sole holder, and nobody waiting for this class: keep the chunk
@@ -509,6 +511,7 @@ impl Mailbox {
 
     /// One delivery attempt: hand `loan`'s chunk to `to` by storing its
     /// offset in `to`'s message list.
+    #[inline]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
         // The receiver has the cell we are about to fill (it polls it):
@@ -735,6 +738,7 @@ impl Mailbox {
     /// Validates a value popped from our message list. `Ok(None)` for an
     /// entry that is not ours to read: one addressed to an earlier occupant
     /// of our slot (released), or one a sweep has reclaimed (skipped).
+    #[inline]
     fn accept(
         &self,
         decoded: Result<ChunkRef, BadEntry>,
@@ -743,11 +747,10 @@ impl Mailbox {
         let chunk = decoded.map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
-        let (ptr, capacity) = m.payload(chunk);
-        if !sweep::take_over(m, chunk, self.bit) {
+        let (header, ptr, capacity) = m.chunk_parts(chunk);
+        if !sweep::take_over_header(m, &header, self.bit) {
             return Ok(None);
         }
-        let header = m.chunk(chunk);
         if header.dest.load(Ordering::Relaxed) != self.packed {
             self.release(chunk);
             return Ok(None);

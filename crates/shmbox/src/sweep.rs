@@ -32,7 +32,7 @@
 //! was made on, so a receiver taking over concurrently either wins (and the
 //! sweeper re-decides) or finds its bit gone and leaves the entry alone.
 
-use crate::layout::{ChunkRef, Mapped};
+use crate::layout::{ChunkRef, ChunkView, Mapped};
 use crate::mailbox::Address;
 use crate::notify::Futex;
 use crate::pool::{self, Released};
@@ -60,8 +60,14 @@ impl std::ops::AddAssign for SweepReport {
 
 /// Receiver side of a send: clears the sender's bit on `chunk` (see
 /// [`pool::take_over`]). Returns whether `bit` (the receiver) holds it.
+#[inline]
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
-    let header = m.chunk(chunk);
+    take_over_header(m, &m.chunk(chunk), bit)
+}
+
+/// [`take_over`] for a header already at hand.
+#[inline]
+pub(crate) fn take_over_header(m: &Mapped, header: &ChunkView<'_>, bit: u64) -> bool {
     let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
     let sender_bit = if sender.slot < m.layout.config.max_participants {
         1u64 << sender.slot
