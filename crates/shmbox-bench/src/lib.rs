@@ -52,6 +52,7 @@ mod report;
 mod run;
 mod shm;
 mod spec;
+mod targets;
 mod transports;
 
 pub use machine::{IdleCheck, Machine, BUSY_THRESHOLD};
@@ -60,6 +61,7 @@ pub use report::{
     format_ns, format_size, FanInRow, LatencyRow, PayloadMode, Pinning, Report, StreamRow,
     ThroughputRow,
 };
+pub use targets::{median_targets, write_targets, MemoryRow, TargetRow};
 pub use transports::{FLOOR, RING_FLOOR, UNIX};
 
 /// What to run.

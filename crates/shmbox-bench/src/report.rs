@@ -161,6 +161,9 @@ pub struct Report {
     /// Steady streams (Adaptive against Spin below its spin window).
     #[serde(default)]
     pub stream: Vec<StreamRow>,
+    /// Memory held by a region of the default config.
+    #[serde(default)]
+    pub memory: Option<crate::targets::MemoryRow>,
     /// Measurements that failed (the others went on).
     pub failures: Vec<String>,
     /// Wall-clock time of the whole run, seconds.
@@ -298,6 +301,8 @@ impl Report {
         self.throughput_table(&mut out);
         self.fan_in_table(&mut out);
         self.stream_table(&mut out);
+        self.memory_table(&mut out);
+        self.targets_table(&mut out);
         if !self.failures.is_empty() {
             let _ = writeln!(out, "\nFAILED measurements ({}):", self.failures.len());
             for f in &self.failures {
@@ -417,6 +422,27 @@ impl Report {
         }
     }
 
+    fn memory_table(&self, out: &mut String) {
+        let Some(m) = &self.memory else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\nMemory: a region of the default config ({}) after traffic in every class",
+            m.config
+        );
+        let pct = |a: u64, b: u64| (a as f64 / b as f64 - 1.0) * 100.0;
+        let _ = writeln!(
+            out,
+            "resident {} bytes; Config::total_size() {} bytes ({:+.2}%); payload bytes alone {} ({:+.2}%)",
+            m.resident_bytes,
+            m.total_size,
+            pct(m.resident_bytes, m.total_size),
+            m.payload_bytes,
+            pct(m.resident_bytes, m.payload_bytes),
+        );
+    }
+
     fn fan_in_table(&self, out: &mut String) {
         if self.fan_in.is_empty() {
             return;
@@ -534,6 +560,12 @@ pub(crate) mod tests {
                 max_ns: 5000.0,
                 vs_spin: None,
             }],
+            memory: Some(crate::targets::MemoryRow {
+                config: "classes [64x4]".into(),
+                total_size: 1010,
+                resident_bytes: 1010,
+                payload_bytes: 1000,
+            }),
             failures: vec!["pipe 8 B: broken".into()],
             elapsed_secs: 1.5,
         };

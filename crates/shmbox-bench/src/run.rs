@@ -242,6 +242,13 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         bar.done();
     }
     drop(region);
+    let memory = match sb::memory() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            failures.push(format!("memory: {e}"));
+            None
+        }
+    };
     drop(bar);
     if let Some(probe) = probe {
         probe.finish(&mut idle);
@@ -264,6 +271,7 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         throughput,
         fan_in,
         stream,
+        memory,
         failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };

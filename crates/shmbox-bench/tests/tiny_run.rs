@@ -30,6 +30,19 @@ fn check() -> Result<(), String> {
     if let Some(r) = report.throughput.iter().find(|r| r.messages == 0) {
         return Err(format!("empty throughput row {r:?}"));
     }
+    // The memory measurement ran, and every target has a value.
+    let memory = report.memory.as_ref().ok_or("no memory measurement")?;
+    if memory.resident_bytes == 0 || memory.payload_bytes >= memory.total_size {
+        return Err(format!("implausible memory row {memory:?}"));
+    }
+    let targets = report.targets();
+    if targets.len() != 8 {
+        return Err(format!("{} targets", targets.len()));
+    }
+    // (Target 2 needs 1 MiB latency rows, which this run does not have.)
+    if let Some(t) = targets.iter().find(|t| t.id != "2" && t.value.is_none()) {
+        return Err(format!("target without a value: {t:?}"));
+    }
     let table = report.table();
     for needle in [
         "machine:",
@@ -37,6 +50,8 @@ fn check() -> Result<(), String> {
         "raw futex",
         "tcp loopback",
         "Many-to-one",
+        "Memory:",
+        "Targets",
     ] {
         if !table.contains(needle) {
             return Err(format!("{needle:?} missing from the table:\n{table}"));

@@ -205,9 +205,13 @@ pub struct BenchArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
-    /// Also write the results as an SVG chart to FILE
+    /// Also write the results as an SVG chart to FILE (of the last run)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Run N times and report the median of each target's ratio (the
+    /// machine is noisy: a single run's ratios move by 10-20%)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 /// Parses a byte size: a number with an optional K, M, G (or KiB, MiB, GiB,

@@ -498,6 +498,7 @@ fn missing_regions_and_bad_arguments() {
     usage(&["gc"], "<REGION|--all>");
     usage(&["gc", "x", "--all"], "cannot be used with");
     usage(&["watch", "x", "--interval", "0"], "--interval");
+    usage(&["bench", "--repeat", "0"], "--repeat");
 
     // The help documents the exit statuses.
     shmbox(["--help"])

@@ -30,6 +30,9 @@ const PUBLISH_EVERY: u32 = 64;
 /// Chunks a loan claims at once from a pool of at least `BATCH_MIN_POOL`.
 const CLAIM_BATCH: usize = 8;
 const BATCH_MIN_POOL: u32 = 128;
+/// Receives in a row finding nothing after which a participant gives back
+/// the chunks it keeps beyond its share (see `trim_cache_between_messages`).
+const IDLE_POLLS: u32 = 256;
 /// Chunks per size class a participant keeps for its next loans.
 const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
@@ -129,12 +132,13 @@ impl fmt::Display for Address {
 ///
 /// **Kept chunks.** A chunk a participant frees as its last holder stays
 /// with it (up to 16 per size class) for its next loans, so that loans and
-/// releases do not touch the shared pool. Between messages (a receive that
-/// finds nothing) it keeps at most `min(16, count / (2 × max participants))`
-/// chunks of a class, so all participants together never keep more than
-/// half of a pool, and none of a class somebody is waiting for; a receiver
-/// that goes to sleep, or a loaner that finds a class exhausted, gives back
-/// everything it keeps; leaving gives back everything.
+/// releases do not touch the shared pool. A receive that finds nothing
+/// gives back every chunk of a class somebody is waiting for; once a few
+/// hundred receives in a row have found nothing, the participant keeps at
+/// most `min(16, count / (2 × max participants))` chunks of a class, so
+/// idle participants together never keep more than half of a pool. A
+/// receiver that goes to sleep, a loaner that finds a class exhausted, and
+/// a participant that leaves give back everything they keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -152,6 +156,8 @@ pub struct Mailbox {
     cache: [RefCell<Vec<u32>>; MAX_CLASSES],
     /// Chunks in `cache`, all classes.
     cached: Cell<u32>,
+    /// Receives in a row that found nothing.
+    empty_polls: Cell<u32>,
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -200,6 +206,7 @@ impl Mailbox {
             hints: Default::default(),
             cache: Default::default(),
             cached: Cell::new(0),
+            empty_polls: Cell::new(0),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -438,16 +445,26 @@ impl Mailbox {
         self.trim_cache(|_| 0);
     }
 
-    /// Between messages (a receive that found nothing): keeps at most
-    /// [`keep`](Self::keep) chunks per class for the next loans, and none of
-    /// a class that somebody is waiting for.
+    /// Between messages (a receive that found nothing): gives back at once
+    /// every chunk of a class somebody is waiting for; once
+    /// [`IDLE_POLLS`] receives in a row have found nothing, also keeps at
+    /// most [`keep`](Self::keep) chunks per class. (A round trip sees a
+    /// few empty polls per message and keeps its chunks; a receiver with
+    /// nothing to do gives them back within microseconds.)
     fn trim_cache_between_messages(&self) {
+        if self.cached.get() == 0 {
+            return;
+        }
+        let idle = self.empty_polls.get().saturating_add(1);
+        self.empty_polls.set(idle);
         let m = self.mapped();
         self.trim_cache(|class| {
-            if m.pool_waiters(class).waiters() == 0 {
+            if m.pool_waiters(class).waiters() != 0 {
+                0
+            } else if idle >= IDLE_POLLS {
                 self.keep[class as usize]
             } else {
-                0
+                CACHE_PER_CLASS
             }
         });
     }
@@ -714,6 +731,7 @@ impl Mailbox {
             if mailbox.queue.rearm(pos) {
                 mailbox.room.ring(&self.region.shared.futex, u32::MAX);
             }
+            self.empty_polls.set(0);
             let accepted = self.accept(decoded.expect("take_with announces the entry it takes"));
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {

@@ -596,6 +596,24 @@ impl Region {
         self.mapped().layout.total_size
     }
 
+    /// Bytes of memory the region's object holds: the pages of its
+    /// `/dev/shm` file (`create` reserves them all up front, so this equals
+    /// [`size`](Self::size) unless the object was changed from outside);
+    /// for an in-process region, its heap buffer's size.
+    ///
+    /// ```
+    /// # let config = shmbox::Config::default();
+    /// let region = shmbox::Region::in_process(&config)?;
+    /// assert_eq!(region.resident_bytes()?, config.total_size());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resident_bytes(&self) -> std::io::Result<u64> {
+        match &self.shared.fd {
+            Some(fd) => sys::allocated_bytes(fd).map_err(std::io::Error::from),
+            None => Ok(self.size()),
+        }
+    }
+
     /// Occupancy of each size class, smallest first. Counts are read without
     /// stopping anyone, so they are a snapshot of a moving target.
     pub fn pool_usage(&self) -> Vec<ClassUsage> {

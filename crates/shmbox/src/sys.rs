@@ -57,6 +57,12 @@ pub(crate) fn file_size(fd: &OwnedFd) -> Result<u64, Errno> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
+/// Bytes of memory the object behind `fd` holds (`fstat(fd).st_blocks`
+/// in 512-byte units; for a tmpfs object, its pages in RAM or swap).
+pub(crate) fn allocated_bytes(fd: &OwnedFd) -> Result<u64, Errno> {
+    Ok(rustix::fs::fstat(fd)?.st_blocks as u64 * 512)
+}
+
 /// Free bytes on the filesystem holding `fd` (`fstatvfs`), for error messages.
 pub(crate) fn free_bytes(fd: &OwnedFd) -> Option<u64> {
     let s = rustix::fs::fstatvfs(fd).ok()?;

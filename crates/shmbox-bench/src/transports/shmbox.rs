@@ -61,6 +61,46 @@ impl Drop for BenchRegion {
     }
 }
 
+/// Memory held by a region of the default config, after one message of
+/// every size class has gone through it.
+pub(crate) fn memory() -> Result<crate::targets::MemoryRow, String> {
+    let config = Config::default();
+    let name = format!("bench-{}-memory", std::process::id());
+    let region =
+        Region::create(&name, &config).map_err(|e| format!("creating region {name}: {e}"))?;
+    let guard = BenchRegion {
+        region: region.clone(),
+        name,
+    };
+    let me = join(&region, "memory", WaitStrategy::Spin)?;
+    for class in config.classes() {
+        let len = class.size as usize;
+        let mut loan = me.try_loan(len).map_err(|e| e.to_string())?;
+        loan.fill(0xa5);
+        me.try_send(loan, &me.address())
+            .map_err(|e| e.to_string())?;
+        let msg = me.try_recv().map_err(|e| e.to_string())?;
+        if msg.len() != len {
+            return Err(format!("sent {len} bytes, received {}", msg.len()));
+        }
+    }
+    let resident_bytes = region
+        .resident_bytes()
+        .map_err(|e| format!("reading the region's size in memory: {e}"))?;
+    drop(me);
+    drop(guard);
+    Ok(crate::targets::MemoryRow {
+        config: config.to_string(),
+        total_size: config.total_size(),
+        resident_bytes,
+        payload_bytes: config
+            .classes()
+            .iter()
+            .map(|c| c.size * u64::from(c.count))
+            .sum(),
+    })
+}
+
 fn join(region: &Region, name: &str, strategy: WaitStrategy) -> Result<Mailbox, String> {
     region
         .join_with(name, strategy)

@@ -1,4 +1,4 @@
-//! `shmbox bench [--quick] [--sizes ...] [--json] [--plot FILE.svg]`: runs
+//! `shmbox bench [--quick] [--sizes ...] [--json] [--plot FILE.svg] [--repeat N]`: runs
 //! the benchmark harness of crates/shmbox-bench.
 //!
 //! The harness re-executes this program as its peer processes, so `main`
@@ -14,19 +14,47 @@ pub fn run(args: BenchArgs) -> Result {
         sizes: args.sizes,
         progress: std::io::stderr().is_terminal(),
     };
-    let report = shmbox_bench::run(&options)
-        .map_err(|e| Failure::error(format!("benchmark failed: {e}")))?;
+    let mut reports = Vec::new();
+    for i in 0..args.repeat {
+        if args.repeat > 1 {
+            eprintln!("run {} of {}", i + 1, args.repeat);
+        }
+        reports.push(
+            shmbox_bench::run(&options)
+                .map_err(|e| Failure::error(format!("benchmark failed: {e}")))?,
+        );
+    }
+    let last = reports.last().expect("at least one run");
     if args.json {
-        let mut json = report.to_json();
+        let mut json = match reports.len() {
+            1 => last.to_json(),
+            _ => serde_json::to_string_pretty(&serde_json::json!({
+                "runs": reports,
+                "targets_median": shmbox_bench::median_targets(&reports),
+            }))
+            .map_err(|e| Failure::error(format!("encoding the report: {e}")))?,
+        };
         if !json.ends_with('\n') {
             json.push('\n');
         }
         output::print(&json)?;
+    } else if reports.len() == 1 {
+        output::print(&last.table())?;
     } else {
-        output::print(&report.table())?;
+        let mut out = String::new();
+        for (i, report) in reports.iter().enumerate() {
+            out.push_str(&format!("\nRun {} of {}:\n", i + 1, reports.len()));
+            shmbox_bench::write_targets(&mut out, &report.targets());
+        }
+        out.push_str(&format!(
+            "\nTargets, median of {} runs (the last run's full table is above)\n",
+            reports.len()
+        ));
+        shmbox_bench::write_targets(&mut out, &shmbox_bench::median_targets(&reports));
+        output::print(&format!("{}{out}", last.table()))?;
     }
     if let Some(path) = &args.plot {
-        report.write_svg(path).map_err(|e| {
+        last.write_svg(path).map_err(|e| {
             Failure::error(format!(
                 "writing the chart to {} failed: {e}",
                 path.display()
