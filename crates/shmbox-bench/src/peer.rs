@@ -50,6 +50,11 @@ pub(crate) fn run(spec: &str) -> Result<(), String> {
             run_ms,
             wait_for_go,
         } => shmbox::sender(&region, &name, size, run_ms, wait_for_go),
+        Role::ShmboxBatchSender {
+            region,
+            size,
+            run_ms,
+        } => shmbox::batch_sender(&region, size, run_ms),
         Role::ShmboxPaced {
             region,
             interval_ns,

@@ -114,7 +114,10 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         .iter()
         .map(|&t| cells(t, &ctx.plan.sizes).len())
         .sum::<usize>()
-        + THROUGHPUT.len() * THROUGHPUT_SIZES.len() * 2
+        + THROUGHPUT
+            .iter()
+            .map(|t| THROUGHPUT_SIZES.iter().filter(|&&s| t.runs_at(s)).count() * 2)
+            .sum::<usize>()
         + FAN_IN_SENDERS.len();
     let bar = Progress::new(progress, total);
     let mut failures = Vec::new();
@@ -169,7 +172,10 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
     let region = BenchRegion::create("stream", THROUGHPUT_SIZES[1]);
     for transport in THROUGHPUT {
         let label = transport.label();
-        for size in THROUGHPUT_SIZES {
+        for size in THROUGHPUT_SIZES
+            .into_iter()
+            .filter(|&s| transport.runs_at(s))
+        {
             for reads in [false, true] {
                 let what = format!(
                     "{label}, {}, reads {reads}",
@@ -181,7 +187,10 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
                     (Throughput::ShmboxSpin, Ok(region)) => {
                         sb::throughput(&mut ctx, region, size, reads)
                     }
-                    (Throughput::ShmboxSpin, Err(e)) => Err(e.clone()),
+                    (Throughput::ShmboxBatch, Ok(region)) => {
+                        sb::batch_throughput(&mut ctx, region, size, reads)
+                    }
+                    (Throughput::ShmboxSpin | Throughput::ShmboxBatch, Err(e)) => Err(e.clone()),
                     (Throughput::Unix, _) => kernel::unix_throughput(&mut ctx, size, reads),
                 };
                 match result {

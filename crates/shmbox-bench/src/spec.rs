@@ -80,6 +80,12 @@ pub(crate) enum Role {
         run_ms: u64,
         wait_for_go: bool,
     },
+    /// Sends `size`-byte messages in batches to "rx" for `run_ms`.
+    ShmboxBatchSender {
+        region: String,
+        size: usize,
+        run_ms: u64,
+    },
     /// Writes messages into a Unix stream socket for `run_ms`.
     UnixSender {
         socket: String,

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -464,7 +464,11 @@ pub(crate) struct MailboxView<'a> {
     pub parker: Doorbell<'a>,
 }
 
-/// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`.
+/// Flag in a chunk header's `len` word: the payload is a batch of records.
+pub(crate) const BATCH_FLAG: u64 = 1 << 63;
+
+/// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`;
+/// `len` is the message's length, with [`BATCH_FLAG`] for a batch.
 pub(crate) struct ChunkView<'a> {
     pub holders: &'a AtomicU64,
     pub len: &'a AtomicU64,

@@ -27,6 +27,10 @@
 //!   before use, and every offset read from a mailbox is checked to name a
 //!   chunk of the region before it is dereferenced: a corrupt entry gives
 //!   an error, not undefined behaviour.
+//! * **Batches for small messages.** A [`Batch`] packs many small
+//!   messages, each written in place, into one chunk sent as one mailbox
+//!   entry; [`Message::records`] reads them back in place. At 8 bytes that
+//!   is over ten times the rate of one send per message.
 //! * **Space reserved up front.** Creation reserves the whole region with
 //!   `fallocate`: a full `/dev/shm` is an error naming the bytes needed,
 //!   never a `SIGBUS` later.
@@ -129,6 +133,8 @@ mod queue;
 mod sync;
 
 #[cfg(not(shmbox_loom))]
+mod batch;
+#[cfg(not(shmbox_loom))]
 mod config;
 #[cfg(not(shmbox_loom))]
 mod error;
@@ -150,6 +156,8 @@ mod sweep;
 #[cfg(not(shmbox_loom))]
 mod sys;
 
+#[cfg(not(shmbox_loom))]
+pub use batch::{record_size, Batch, Records, RECORD_HEADER};
 #[cfg(not(shmbox_loom))]
 pub use config::{
     Config, ConfigError, SizeClass, MAX_CHUNKS_PER_CLASS, MAX_CHUNK_SIZE, MAX_CLASSES,

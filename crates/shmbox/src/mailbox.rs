@@ -1,11 +1,12 @@
 //! [`Mailbox`]: a participant's handle for loaning, sending and receiving.
 
+use crate::batch::{Batch, Records};
 use crate::config::MAX_CLASSES;
 use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{BadEntry, ChunkRef, Counter, Mapped, COUNTERS};
+use crate::layout::{BadEntry, ChunkRef, Counter, Mapped, BATCH_FLAG, COUNTERS};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -316,6 +317,7 @@ impl Mailbox {
             ptr,
             len,
             capacity,
+            batch: false,
         }
     }
 
@@ -335,6 +337,27 @@ impl Mailbox {
     /// ```
     pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, TryLoanError> {
         self.claim(len).map(|c| self.loan_from(c, len))
+    }
+
+    /// Starts a [`Batch`] of small messages in one chunk of at least
+    /// `capacity` bytes (the smallest class that fits), without waiting.
+    pub fn try_batch(&self, capacity: usize) -> Result<Batch<'_>, TryLoanError> {
+        self.try_loan(capacity).map(Batch::new)
+    }
+
+    /// Like [`try_batch`](Self::try_batch), waiting for a chunk as
+    /// [`loan`](Self::loan) does.
+    pub fn batch(&self, capacity: usize) -> Result<Batch<'_>, LoanError> {
+        self.loan(capacity).map(Batch::new)
+    }
+
+    /// Like [`batch`](Self::batch), waiting at most `timeout`.
+    pub fn batch_timeout(
+        &self,
+        capacity: usize,
+        timeout: Duration,
+    ) -> Result<Batch<'_>, LoanError> {
+        self.loan_timeout(capacity, timeout).map(Batch::new)
     }
 
     /// Loans a chunk of at least `len` bytes, waiting for one to be released
@@ -540,7 +563,8 @@ impl Mailbox {
             return Err(Undelivered::Disconnected);
         }
         let chunk = m.chunk(loan.chunk);
-        chunk.len.store(loan.len as u64, Ordering::Relaxed);
+        let kind = if loan.batch { BATCH_FLAG } else { 0 };
+        chunk.len.store(loan.len as u64 | kind, Ordering::Relaxed);
         chunk.sender.store(self.packed, Ordering::Relaxed);
         chunk.dest.store(to.pack(), Ordering::Relaxed);
         let rx_bit = 1u64 << to.slot;
@@ -773,7 +797,8 @@ impl Mailbox {
             self.release(chunk);
             return Ok(None);
         }
-        let len = header.len.load(Ordering::Relaxed);
+        let word = header.len.load(Ordering::Relaxed);
+        let (len, batch) = (word & !BATCH_FLAG, word & BATCH_FLAG != 0);
         if len > capacity as u64 {
             self.release(chunk);
             return Err(Corruption {
@@ -788,6 +813,7 @@ impl Mailbox {
             ptr,
             len: len as usize,
             sender,
+            batch,
         }))
     }
 
@@ -898,6 +924,7 @@ pub struct Loan<'m> {
     ptr: *mut u8,
     len: usize,
     capacity: usize,
+    batch: bool,
 }
 
 impl Loan<'_> {
@@ -916,6 +943,15 @@ impl Loan<'_> {
     pub fn resize(&mut self, len: usize) -> usize {
         self.len = len.min(self.capacity);
         self.len
+    }
+
+    /// Whether this loan carries a [`Batch`](crate::Batch) of records.
+    pub fn is_batch(&self) -> bool {
+        self.batch
+    }
+
+    pub(crate) fn set_batch(&mut self) {
+        self.batch = true;
     }
 
     fn consume(self) {
@@ -963,12 +999,26 @@ pub struct Message<'m> {
     ptr: *const u8,
     len: usize,
     sender: Address,
+    batch: bool,
 }
 
 impl Message<'_> {
     /// Who sent it; send a reply to this address.
     pub fn sender(&self) -> Address {
         self.sender
+    }
+
+    /// Whether it is a [`Batch`](crate::Batch) of records (its bytes are
+    /// then the records' headers and bytes; read them with
+    /// [`records`](Self::records)).
+    pub fn is_batch(&self) -> bool {
+        self.batch
+    }
+
+    /// Its records, in order: those of a batch, or the whole message as
+    /// one record if it was sent on its own.
+    pub fn records(&self) -> Records<'_> {
+        Records::new(self)
     }
 }
 

@@ -368,7 +368,7 @@ fn foreign_and_mismatching_objects_are_refused() {
             err,
             OpenError::Version {
                 found: 99,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),
@@ -648,4 +648,89 @@ fn a_region_holds_exactly_its_size_in_memory() {
         assert_eq!(a.try_recv().unwrap().len(), len);
     }
     assert_eq!(region.resident_bytes().unwrap(), config.total_size());
+}
+
+#[test]
+fn batches_carry_many_records_in_one_entry() {
+    let name = Name::new("api", "batch");
+    let region = Region::create(&name.0, &Config::default()).unwrap();
+    let (a, b) = (region.join("a").unwrap(), region.join("b").unwrap());
+    let mut batch = a.try_batch(1024).unwrap();
+    assert!(batch.is_empty());
+    // Records of every length from 0 to 40 bytes, each filled with its own
+    // length, until the chunk is full.
+    let mut sent = Vec::new();
+    for len in (0..=40).cycle() {
+        match batch.push(len) {
+            Some(record) => {
+                assert_eq!(record.len(), len);
+                record.fill(len as u8);
+                sent.push(len);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(batch.len(), sent.len());
+    assert!(batch.remaining() < shmbox::record_size(sent.len() % 41));
+    assert!(batch.push_copy(&[]) == (batch.remaining() >= shmbox::RECORD_HEADER));
+    let sent_len = batch.len();
+    let loan = batch.finish();
+    assert!(loan.is_batch());
+    a.try_send(loan, &b.address()).unwrap();
+    assert_eq!(b.pending(), 1, "one mailbox entry for the whole batch");
+
+    let msg = b.try_recv().unwrap();
+    assert!(msg.is_batch());
+    let got: Vec<&[u8]> = msg.records().map(Result::unwrap).collect();
+    assert_eq!(got.len(), sent_len);
+    for (record, &len) in got.iter().zip(&sent) {
+        assert_eq!(record.len(), len);
+        assert!(record.iter().all(|&byte| byte == len as u8));
+        // Every record starts 8-byte aligned in the shared buffer.
+        assert_eq!(record.as_ptr() as usize % 8, 0);
+    }
+    drop(msg);
+
+    // A plain message reads as one record.
+    a.send_copy(b"plain", &b.address()).unwrap();
+    let msg = b.try_recv().unwrap();
+    assert!(!msg.is_batch());
+    let records: Vec<_> = msg.records().collect();
+    assert_eq!(records, vec![Ok(&b"plain"[..])]);
+    drop(msg);
+    assert_pool_full_when_idle(&region, &[&a, &b]);
+}
+
+#[test]
+fn a_batch_with_a_bad_record_length_is_an_error_not_a_crash() {
+    let name = Name::new("api", "badbatch");
+    let region = Region::create(&name.0, &Config::default()).unwrap();
+    let (a, b) = (region.join("a").unwrap(), region.join("b").unwrap());
+    let mut batch = a.try_batch(64).unwrap();
+    batch.push_copy(b"good");
+    batch.push_copy(b"next");
+    let mut loan = batch.finish();
+    // The second record claims far more bytes than the batch has.
+    loan[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    a.try_send(loan, &b.address()).unwrap();
+    let msg = b.try_recv().unwrap();
+    let mut records = msg.records();
+    assert_eq!(records.next(), Some(Ok(&b"good"[..])));
+    let err = records.next().unwrap().unwrap_err();
+    assert!(err.reason().contains("runs past"), "{err}");
+    assert_eq!(records.next(), None, "iteration ends at the bad record");
+    // A batch cut in the middle of a record header.
+    let mut batch = a.try_batch(64).unwrap();
+    batch.push_copy(b"x");
+    let mut loan = batch.finish();
+    loan.resize(20);
+    a.try_send(loan, &b.address()).unwrap();
+    let msg = b.try_recv().unwrap();
+    let results: Vec<_> = msg.records().collect();
+    assert_eq!(results.len(), 2);
+    assert!(results[1]
+        .as_ref()
+        .unwrap_err()
+        .reason()
+        .contains("record header"));
 }

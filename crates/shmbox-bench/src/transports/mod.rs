@@ -89,13 +89,23 @@ pub(crate) enum Throughput {
     Ring,
     /// shmbox, receiver spinning.
     ShmboxSpin,
+    /// shmbox batches (many messages per chunk), receiver spinning; small
+    /// messages only.
+    ShmboxBatch,
     /// Unix stream socket.
     Unix,
 }
 
 /// Every throughput transport, in table order.
-pub(crate) const THROUGHPUT: [Throughput; 3] =
-    [Throughput::Ring, Throughput::ShmboxSpin, Throughput::Unix];
+pub(crate) const THROUGHPUT: [Throughput; 4] = [
+    Throughput::Ring,
+    Throughput::ShmboxSpin,
+    Throughput::ShmboxBatch,
+    Throughput::Unix,
+];
+
+/// Name of the batched shmbox transport.
+pub const SHMBOX_BATCH: &str = "shmbox batch";
 
 impl Throughput {
     /// The name in tables and JSON.
@@ -103,8 +113,15 @@ impl Throughput {
         match self {
             Throughput::Ring => RING_FLOOR,
             Throughput::ShmboxSpin => "shmbox spin",
+            Throughput::ShmboxBatch => SHMBOX_BATCH,
             Throughput::Unix => UNIX,
         }
+    }
+
+    /// Whether it runs at message size `size`: batches only carry small
+    /// messages (a record must fit in a chunk with others).
+    pub(crate) fn runs_at(self, size: usize) -> bool {
+        self != Throughput::ShmboxBatch || size <= crate::transports::shmbox::BATCH_RECORD_MAX
     }
 }
 

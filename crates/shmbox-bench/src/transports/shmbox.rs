@@ -218,6 +218,79 @@ pub(crate) fn throughput(
     })
 }
 
+/// Chunk size the batched transport packs messages into.
+pub(crate) const BATCH_BYTES: usize = 16384;
+/// Largest message the batched transport sends.
+pub(crate) const BATCH_RECORD_MAX: usize = 64;
+
+/// One throughput measurement with batches: the peer packs `size`-byte
+/// messages into [`BATCH_BYTES`] chunks, this process receives the batches
+/// spinning and checks every message's sequence number.
+pub(crate) fn batch_throughput(
+    ctx: &mut Ctx,
+    region: &BenchRegion,
+    size: usize,
+    reads: bool,
+) -> Result<(u64, f64), String> {
+    let rx = join(region.region(), "rx", WaitStrategy::Spin)?;
+    let role = Role::ShmboxBatchSender {
+        region: region.name.clone(),
+        size,
+        run_ms: (ctx.plan.stream_time + ctx.plan.warmup).as_millis() as u64,
+    };
+    let mut meter = Meter::new(size, ctx.plan.warmup);
+    let mut expected = 1;
+    receive_from_peer(ctx, &rx, role, |msg| {
+        if !msg.is_batch() {
+            return Err("a message that is not a batch".into());
+        }
+        for record in msg.records() {
+            let record = record.map_err(|e| e.to_string())?;
+            let seq = payload::read(record, reads)?;
+            if seq == END {
+                return meter.finish(expected - 1).map(Some);
+            }
+            if seq != expected {
+                return Err(format!("expected message {expected}, got {seq}"));
+            }
+            meter.message(seq);
+            expected += 1;
+        }
+        Ok(None)
+    })
+}
+
+/// The peer's side of [`batch_throughput`]: fill a batch with messages,
+/// send it, repeat for `run_ms`; the last message is the end marker.
+pub(crate) fn batch_sender(region: &str, size: usize, run_ms: u64) -> Result<(), String> {
+    let region = Region::open(region).map_err(|e| e.to_string())?;
+    let tx = join(&region, "tx", WaitStrategy::Park)?;
+    let rx = region.address("rx").map_err(|e| e.to_string())?;
+    let run = Duration::from_millis(run_ms);
+    let mask = (65_536 / size).max(1).next_power_of_two() as u64 - 1;
+    let started = Instant::now();
+    let mut seq = 1u64;
+    loop {
+        let mut batch = tx
+            .batch_timeout(BATCH_BYTES, PEER_IDLE_TIMEOUT)
+            .map_err(|e| format!("batch: {e}"))?;
+        let mut ended = false;
+        while !ended {
+            let Some(record) = batch.push(size) else {
+                break; // full: send it and start the next
+            };
+            ended = seq & mask == 0 && started.elapsed() >= run;
+            payload::write(record, if ended { END } else { seq }, true);
+            seq += 1;
+        }
+        tx.send_timeout(batch.finish(), &rx, PEER_IDLE_TIMEOUT)
+            .map_err(|e| format!("send: {e}"))?;
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
 /// Spawns `role` as the peer, then hands every message arriving in `rx` to
 /// `each` until it returns a result. A failure is explained by what
 /// happened to the peer; the peer is reaped either way.
