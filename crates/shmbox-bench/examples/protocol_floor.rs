@@ -1,0 +1,238 @@
+//! What shmbox's publication protocol costs on this machine, apart from
+//! the code around it: two threads pinned to CPUs 0 and 1 ping-pong an
+//! 8-byte value, round trip / 2, p50 of 200,000 rounds, five alternating
+//! runs of each variant:
+//!
+//! * `raw flag + payload`: the latency floor (plain stores and loads);
+//! * `protocol`: the same value moved the way shmbox moves it, and nothing
+//!   else: the sender writes the chunk's payload and header, adds the
+//!   receiver to the holders word (`fetch_or`) and publishes with a CAS on
+//!   the receiver's queue cell; the receiver polls the cell, re-arms it
+//!   with a swap, takes the chunk over with a CAS on its holders word and
+//!   reads the header and the payload. The chunks alternate as in a
+//!   shmbox round trip (each side answers with the chunk it received one
+//!   round before);
+//! * `shmbox`: the library itself (`try_loan`, `try_send`, `try_recv`,
+//!   Spin), in-process.
+//!
+//! `cargo run --release -p shmbox-bench --example protocol_floor`
+
+use rustix::thread::{sched_setaffinity, CpuSet};
+use shmbox::{Config, Region, WaitStrategy};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::time::Instant;
+
+const ROUNDS: u64 = 200_000;
+const RUNS: usize = 5;
+const CELLS: u64 = 256;
+
+#[repr(C, align(128))]
+struct Line([AtomicU64; 8]);
+
+impl Line {
+    fn new() -> Line {
+        Line(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// One direction: the receiver's queue cells and a flag for the floor.
+struct Queue {
+    cells: Vec<Line>,
+    flag: Line,
+}
+
+impl Queue {
+    fn new() -> Queue {
+        let q = Queue {
+            cells: (0..CELLS / 8).map(|_| Line::new()).collect(),
+            flag: Line::new(),
+        };
+        for pos in 0..CELLS {
+            q.cell(pos).store(pos << 32, Relaxed);
+        }
+        q
+    }
+
+    fn cell(&self, pos: u64) -> &AtomicU64 {
+        let i = (pos % CELLS) as usize;
+        &self.cells[i / 8].0[i % 8]
+    }
+}
+
+/// A chunk: its header line and its first payload line, one 128-byte pair.
+#[repr(C, align(128))]
+struct Chunk {
+    header: Line,
+    payload: Line,
+}
+
+fn pin(cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    let _ = sched_setaffinity(None, &set);
+}
+
+#[inline(always)]
+fn prefetch_write(p: &AtomicU64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults and changes nothing.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p.as_ptr(), options(nostack, preserves_flags, readonly));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Raw,
+    Protocol,
+}
+
+#[inline(always)]
+fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64) {
+    prefetch_write(&k.payload.0[0]);
+    k.payload.0[0].store(value, Relaxed);
+    if v == Variant::Raw {
+        q.flag.0[0].store(pos + 1, Release);
+        return;
+    }
+    let cell = q.cell(pos);
+    prefetch_write(cell);
+    k.header.0[1].store(8, Relaxed);
+    k.header.0[2].store(1, Relaxed);
+    k.header.0[3].store(2, Relaxed);
+    k.header.0[0].fetch_or(2, Relaxed);
+    cell.compare_exchange(pos << 32, ((pos + 1) << 32) | 5, AcqRel, Acquire)
+        .expect("the cell is empty");
+}
+
+#[inline(always)]
+fn recv(q: &Queue, k: &Chunk, v: Variant, pos: u64) -> u64 {
+    if v == Variant::Raw {
+        while q.flag.0[0].load(Acquire) != pos + 1 {
+            core::hint::spin_loop();
+        }
+        return k.payload.0[0].load(Relaxed);
+    }
+    let cell = q.cell(pos);
+    while cell.load(Acquire) >> 32 != pos + 1 {
+        core::hint::spin_loop();
+    }
+    prefetch_write(&k.header.0[0]);
+    cell.swap((pos + CELLS) << 32, AcqRel);
+    let holders = &k.header.0[0];
+    let current = holders.load(Relaxed);
+    let _ = holders.compare_exchange(current, 1, AcqRel, Relaxed);
+    let len = k.header.0[1].load(Relaxed);
+    assert!(len == 8 && k.header.0[3].load(Relaxed) == 2);
+    k.payload.0[0].load(Relaxed)
+}
+
+fn p50_one_way(mut round_trips: Vec<u64>) -> u64 {
+    round_trips.drain(..round_trips.len() / 10); // warm-up
+    round_trips.sort_unstable();
+    round_trips[round_trips.len() / 2] / 2
+}
+
+fn run_skeleton(v: Variant) -> u64 {
+    let (to_pong, to_ping) = (Queue::new(), Queue::new());
+    let chunks = [
+        Chunk {
+            header: Line::new(),
+            payload: Line::new(),
+        },
+        Chunk {
+            header: Line::new(),
+            payload: Line::new(),
+        },
+    ];
+    let chunk = |i: u64| &chunks[(i % 2) as usize];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin(1);
+            for pos in 0..ROUNDS {
+                let value = recv(&to_pong, chunk(pos), v, pos);
+                send(&to_ping, chunk(pos + 1), v, pos, value);
+            }
+        });
+        pin(0);
+        let mut rtt = Vec::with_capacity(ROUNDS as usize);
+        for pos in 0..ROUNDS {
+            let t = Instant::now();
+            send(&to_pong, chunk(pos), v, pos, pos);
+            let value = recv(&to_ping, chunk(pos + 1), v, pos);
+            rtt.push(t.elapsed().as_nanos() as u64);
+            assert_eq!(value, pos);
+        }
+        p50_one_way(rtt)
+    })
+}
+
+fn run_shmbox() -> u64 {
+    let region = Region::in_process(&Config::default().with_max_participants(8)).expect("region");
+    let ping = region.join_with("ping", WaitStrategy::Spin).expect("join");
+    let pong = region.join_with("pong", WaitStrategy::Spin).expect("join");
+    let (ping_at, pong_at) = (ping.address(), pong.address());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            pin(1);
+            for _ in 0..ROUNDS {
+                let msg = loop {
+                    if let Ok(m) = pong.try_recv() {
+                        break m;
+                    }
+                    core::hint::spin_loop();
+                };
+                let mut loan = pong.try_loan(8).expect("loan");
+                loan.copy_from_slice(&msg[..8]);
+                pong.try_send(loan, &ping_at)
+                    .map_err(|e| e.to_string())
+                    .expect("send");
+            }
+        });
+        pin(0);
+        let mut rtt = Vec::with_capacity(ROUNDS as usize);
+        for pos in 0..ROUNDS {
+            let t = Instant::now();
+            let mut loan = ping.try_loan(8).expect("loan");
+            loan.copy_from_slice(&pos.to_le_bytes());
+            ping.try_send(loan, &pong_at)
+                .map_err(|e| e.to_string())
+                .expect("send");
+            let msg = loop {
+                if let Ok(m) = ping.try_recv() {
+                    break m;
+                }
+                core::hint::spin_loop();
+            };
+            rtt.push(t.elapsed().as_nanos() as u64);
+            assert_eq!(msg[..8], pos.to_le_bytes());
+        }
+        p50_one_way(rtt)
+    })
+}
+
+fn main() {
+    let mut results = [const { Vec::new() }; 3];
+    for _ in 0..RUNS {
+        results[0].push(run_skeleton(Variant::Raw));
+        results[1].push(run_skeleton(Variant::Protocol));
+        results[2].push(run_shmbox());
+    }
+    let median = |v: &Vec<u64>| {
+        let mut v = v.clone();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let floor = median(&results[0]) as f64;
+    println!("one-way p50, ns (threads on CPUs 0 and 1; {RUNS} runs of {ROUNDS} round trips each)");
+    for (name, runs) in ["raw flag + payload", "protocol", "shmbox"]
+        .iter()
+        .zip(&results)
+    {
+        println!(
+            "{name:<20} median {:>4}  ({:.2}x the floor)  runs {runs:?}",
+            median(runs),
+            median(runs) as f64 / floor
+        );
+    }
+}
