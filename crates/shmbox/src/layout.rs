@@ -12,16 +12,17 @@
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)
 //! per class c     pool line (waiters, seq) + free bitmap (one bit per chunk)
-//! per class c     count chunks of stride = 64 + round_up(size, 64) bytes:
-//!                 +0 chunk header (holders, len, sender, dest) | +64 payload
+//! per class c     count chunks of stride = round_up(32 + size, 64) bytes:
+//!                 +0 chunk header (holders, len, sender, dest) | +32 payload
 //! ```
 //!
 //! Lines written by different parties never share a 128-byte pair
 //! ([`PAIR`]): x86 cores fetch lines in such pairs (the adjacent-line
 //! prefetcher), so a line one core writes next to a line another core reads
-//! would bounce between them. Chunk areas start on a pair, so the header
-//! and first payload line of a 64-byte chunk, which travel together, form
-//! one.
+//! would bounce between them. A chunk's 32-byte header shares its first
+//! line with the first 32 payload bytes: a small message is one line to
+//! move, and the receiver's take-over of the header fetches the payload with
+//! it. Payloads are therefore 32-byte aligned.
 //!
 //! Shared memory holds offsets and indices, never pointers. A mailbox cell
 //! carries a chunk's class and index (`(class + 1) << 24 | index`), which the
@@ -45,7 +46,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -54,7 +55,9 @@ pub(crate) const PAIR: u64 = 2 * LINE;
 pub(crate) const SLOT_SIZE: u64 = 2 * PAIR;
 /// Offset of the owner's own line in a slot.
 const SLOT_OWNER: u64 = PAIR;
-pub(crate) const CHUNK_HEADER: u64 = 64;
+/// A chunk's header (holders, len, sender, dest), on the same line as the
+/// first payload bytes: the receiver of a small message pulls one line.
+pub(crate) const CHUNK_HEADER: u64 = 32;
 const MAILBOX_HEAD: u64 = PAIR;
 const MAILBOX_CELLS: u64 = 2 * PAIR;
 /// The largest region: 128 GiB less a few lines.
@@ -179,7 +182,7 @@ impl Layout {
                 pool_offset,
                 bitmap_words,
                 chunks_offset: 0,
-                stride: CHUNK_HEADER + round_up(c.size, LINE),
+                stride: round_up(CHUNK_HEADER + c.size, LINE),
             });
         }
         for c in &mut classes {
@@ -204,9 +207,8 @@ impl Layout {
             + n * (MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, PAIR));
         for c in &config.classes {
             let bitmap = round_up(LINE + (c.count as u64).div_ceil(64) * 8, PAIR);
-            let chunks = u64::from(c.count).saturating_mul(
-                CHUNK_HEADER.saturating_add(round_up(c.size.min(u64::MAX / 4), LINE)),
-            );
+            let chunks = u64::from(c.count)
+                .saturating_mul(round_up(CHUNK_HEADER + c.size.min(u64::MAX / 4), LINE));
             total = total.saturating_add(bitmap).saturating_add(chunks);
         }
         round_up(total.min(u64::MAX / 2), 4096)
@@ -701,7 +703,7 @@ impl Mapped {
         (view, payload, c.size as usize)
     }
 
-    /// Start of chunk `r`'s payload (64-byte aligned) and its capacity.
+    /// Start of chunk `r`'s payload (32-byte aligned) and its capacity.
     pub(crate) fn payload(&self, r: ChunkRef) -> (*mut u8, usize) {
         let at = self.chunk_offset(r) + CHUNK_HEADER;
         let size = self.layout.classes[r.class as usize].size as usize;
@@ -711,16 +713,22 @@ impl Mapped {
         (unsafe { self.base.add(at as usize) }, size)
     }
 
-    /// Starts fetching chunk `r`'s header for writing and the first line
-    /// of its payload for reading (`write_payload`: for writing too).
+    /// Starts fetching chunk `r`'s header line (with the first payload
+    /// bytes) for writing, and its second line for reading
+    /// (`write_payload`: for writing too).
     #[inline]
     pub(crate) fn prefetch_chunk(&self, r: ChunkRef, write_payload: bool) {
-        let (payload, _) = self.payload(r);
-        prefetch_write(payload.wrapping_sub(CHUNK_HEADER as usize));
-        if write_payload {
-            prefetch_write(payload);
-        } else {
-            prefetch_read(payload);
+        let (payload, capacity) = self.payload(r);
+        // The header's line holds the first payload bytes too.
+        let header = payload.wrapping_sub(CHUNK_HEADER as usize);
+        prefetch_write(header);
+        if capacity as u64 > LINE - CHUNK_HEADER {
+            let second = header.wrapping_add(LINE as usize);
+            if write_payload {
+                prefetch_write(second);
+            } else {
+                prefetch_read(second);
+            }
         }
     }
 

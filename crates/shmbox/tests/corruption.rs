@@ -61,7 +61,7 @@ fn config() -> Config {
 const HEADER_SIZE: u64 = 4096;
 const LINE: u64 = 64;
 const SLOT_SIZE: u64 = 256;
-const CHUNK_HEADER: u64 = 64;
+const CHUNK_HEADER: u64 = 32;
 const MAILBOX_CELLS: u64 = 4 * LINE;
 const PAIR: u64 = 2 * LINE;
 
@@ -104,7 +104,7 @@ impl Layout {
                 bitmap_words,
                 chunks: 0,
                 count: u64::from(c.count),
-                stride: CHUNK_HEADER + round_up(c.size, LINE),
+                stride: round_up(CHUNK_HEADER + c.size, LINE),
             });
             at += round_up(LINE + bitmap_words * 8, PAIR);
         }

@@ -12,7 +12,7 @@ pub const LINE: u64 = 64;
 /// Bits of a mailbox entry below its class.
 pub const ENTRY_SHIFT: u32 = 24;
 pub const SLOT_SIZE: u64 = 256;
-pub const CHUNK_HEADER: u64 = 64;
+pub const CHUNK_HEADER: u64 = 32;
 pub const MAILBOX_CELLS: u64 = 4 * LINE;
 pub const PAIR: u64 = 2 * LINE;
 
@@ -60,7 +60,7 @@ impl Layout {
                 pool_offset: at,
                 bitmap_words,
                 chunks_offset: 0,
-                stride: CHUNK_HEADER + round_up(c.size, LINE),
+                stride: round_up(CHUNK_HEADER + c.size, LINE),
             });
             at += round_up(LINE + bitmap_words * 8, PAIR);
         }
