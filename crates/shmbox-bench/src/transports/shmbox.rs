@@ -202,20 +202,7 @@ pub(crate) fn throughput(
         run_ms: (ctx.plan.stream_time + ctx.plan.warmup).as_millis() as u64,
         wait_for_go: false,
     };
-    let mut meter = Meter::new(size, ctx.plan.warmup);
-    let mut expected = 1;
-    receive_from_peer(ctx, &rx, role, |msg| {
-        let seq = payload::read(&msg, reads)?;
-        if seq == END {
-            return meter.finish(expected - 1).map(Some);
-        }
-        if seq != expected {
-            return Err(format!("expected message {expected}, got {seq}"));
-        }
-        meter.message(seq);
-        expected += 1;
-        Ok(None)
-    })
+    count_stream(ctx, &rx, role, size, reads, false)
 }
 
 /// Chunk size the batched transport packs messages into.
@@ -238,12 +225,30 @@ pub(crate) fn batch_throughput(
         size,
         run_ms: (ctx.plan.stream_time + ctx.plan.warmup).as_millis() as u64,
     };
+    count_stream(ctx, &rx, role, size, reads, true)
+}
+
+/// Receives the stream `role` sends to `rx` (plain messages, or batches
+/// with `batches`) and checks every message's sequence number, up to the
+/// end marker: (messages, seconds) after the warm-up.
+fn count_stream(
+    ctx: &mut Ctx,
+    rx: &Mailbox,
+    role: Role,
+    size: usize,
+    reads: bool,
+    batches: bool,
+) -> Result<(u64, f64), String> {
     let mut meter = Meter::new(size, ctx.plan.warmup);
     let mut expected = 1;
-    receive_from_peer(ctx, &rx, role, |msg| {
-        if !msg.is_batch() {
-            return Err("a message that is not a batch".into());
+    receive_from_peer(ctx, rx, role, |msg| {
+        if msg.is_batch() != batches {
+            return Err(match batches {
+                true => "a message that is not a batch".into(),
+                false => "a batch where single messages were expected".into(),
+            });
         }
+        // A plain message is one record.
         for record in msg.records() {
             let record = record.map_err(|e| e.to_string())?;
             let seq = payload::read(record, reads)?;
