@@ -719,17 +719,7 @@ impl Mapped {
     #[inline]
     pub(crate) fn prefetch_chunk(&self, r: ChunkRef, write_payload: bool) {
         let (payload, capacity) = self.payload(r);
-        // The header's line holds the first payload bytes too.
-        let header = payload.wrapping_sub(CHUNK_HEADER as usize);
-        prefetch_write(header);
-        if capacity as u64 > LINE - CHUNK_HEADER {
-            let second = header.wrapping_add(LINE as usize);
-            if write_payload {
-                prefetch_write(second);
-            } else {
-                prefetch_read(second);
-            }
-        }
+        prefetch_payload(payload, capacity, write_payload);
     }
 
     /// Starts fetching, for writing, the cell of `slot`'s queue that the
@@ -792,6 +782,23 @@ pub(crate) fn prefetch_write(ptr: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = ptr;
+}
+
+/// [`Mapped::prefetch_chunk`] for a chunk whose payload and capacity are at
+/// hand.
+#[inline(always)]
+pub(crate) fn prefetch_payload(payload: *mut u8, capacity: usize, write_payload: bool) {
+    // The header's line holds the first payload bytes too.
+    let header = payload.wrapping_sub(CHUNK_HEADER as usize);
+    prefetch_write(header);
+    if capacity as u64 > LINE - CHUNK_HEADER {
+        let second = header.wrapping_add(LINE as usize);
+        if write_payload {
+            prefetch_write(second);
+        } else {
+            prefetch_read(second);
+        }
+    }
 }
 
 /// Starts fetching the cache line at `ptr` for reading.

@@ -6,7 +6,10 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{BadEntry, ChunkRef, Counter, Mapped, BATCH_FLAG, COUNTERS};
+use crate::layout::{self, BadEntry, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS};
+
+/// A received chunk: its reference, header, payload and capacity.
+type ChunkParts<'a> = (ChunkRef, (ChunkView<'a>, *mut u8, usize));
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -474,12 +477,10 @@ impl Mailbox {
     /// most [`keep`](Self::keep) chunks per class. (A round trip sees a
     /// few empty polls per message and keeps its chunks; a receiver with
     /// nothing to do gives them back within microseconds.)
-    fn trim_cache_between_messages(&self) {
+    fn trim_cache_between_messages(&self, idle: u32) {
         if self.cached.get() == 0 {
             return;
         }
-        let idle = self.empty_polls.get().saturating_add(1);
-        self.empty_polls.set(idle);
         let m = self.mapped();
         self.trim_cache(|class| {
             if m.pool_waiters(class).waiters() != 0 {
@@ -736,15 +737,23 @@ impl Mailbox {
             let mut decoded = None;
             let Some((_, pos)) = mailbox.queue.take_with(|v| {
                 taking.store(v, Ordering::Relaxed);
-                let chunk = m.decode(v);
-                if let Ok(chunk) = chunk {
-                    self.prefetch(chunk);
+                // Where the chunk is, computed once; its lines start
+                // moving here now, while the cell is re-armed.
+                let parts = m.decode(v).map(|chunk| (chunk, m.chunk_parts(chunk)));
+                if let Ok((_, (_, payload, capacity))) = &parts {
+                    layout::prefetch_payload(*payload, *capacity, false);
                 }
-                decoded = Some(chunk);
+                decoded = Some(parts);
             }) else {
-                self.trim_cache_between_messages();
-                if self.unpublished.get() != 0 {
-                    self.publish_counters();
+                // Housekeeping on the first empty poll after a message and
+                // on every 16th after that, not on each poll of a spin.
+                let idle = self.empty_polls.get().saturating_add(1);
+                self.empty_polls.set(idle);
+                if idle % 16 == 1 {
+                    self.trim_cache_between_messages(idle);
+                    if self.unpublished.get() != 0 {
+                        self.publish_counters();
+                    }
                 }
                 return Err(TryRecvError::Empty);
             };
@@ -764,14 +773,6 @@ impl Mailbox {
         }
     }
 
-    /// Starts moving the chunk header (for writing) and the first payload
-    /// line of entry `value` to this core, so those transfers overlap the
-    /// queue cell's instead of following it one after the other.
-    #[inline]
-    fn prefetch(&self, chunk: ChunkRef) {
-        self.mapped().prefetch_chunk(chunk, false);
-    }
-
     /// Releases an entry nobody will read (a queue being closed).
     fn discard(&self, value: u32) {
         sweep::discard(self.mapped(), &self.region.shared.futex, value, self.bit);
@@ -781,15 +782,14 @@ impl Mailbox {
     /// entry that is not ours to read: one addressed to an earlier occupant
     /// of our slot (released), or one a sweep has reclaimed (skipped).
     #[inline]
-    fn accept(
-        &self,
-        decoded: Result<ChunkRef, BadEntry>,
-    ) -> Result<Option<Message<'_>>, Corruption> {
+    fn accept<'a>(
+        &'a self,
+        decoded: Result<ChunkParts<'a>, BadEntry>,
+    ) -> Result<Option<Message<'a>>, Corruption> {
         let m = self.mapped();
-        let chunk = decoded.map_err(|e| Corruption {
+        let (chunk, (header, ptr, capacity)) = decoded.map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
-        let (header, ptr, capacity) = m.chunk_parts(chunk);
         if !sweep::take_over_header(m, &header, self.bit) {
             return Ok(None);
         }
