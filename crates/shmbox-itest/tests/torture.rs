@@ -85,6 +85,21 @@ fn spawn_peer(s: &Scratch, index: u32, seed: u64) -> Peer {
     }
 }
 
+/// Every line an exited peer printed: its reader thread may still be
+/// forwarding the last ones, so wait (boundedly) until it reaches the end
+/// of the pipe.
+fn all_lines(lines: &mpsc::Receiver<String>) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut all = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => all.push(line),
+            Err(_) => break, // the pipe's end (or the bound)
+        }
+    }
+    all
+}
+
 fn mix(x: u64) -> u64 {
     shmbox_itest::mix(x)
 }
@@ -144,7 +159,7 @@ fn kill_torture() {
             if let Some(status) = p.child.try_wait().unwrap() {
                 panic!(
                     "survivor p{j} exited by itself ({status}): {:?}",
-                    p.lines.try_iter().collect::<Vec<_>>()
+                    all_lines(&p.lines)
                 );
             }
         }
@@ -167,7 +182,7 @@ fn kill_torture() {
     for (i, p) in peers.iter_mut().enumerate() {
         loop {
             if let Some(status) = p.child.try_wait().unwrap() {
-                let lines: Vec<_> = p.lines.try_iter().collect();
+                let lines = all_lines(&p.lines);
                 assert!(status.success(), "p{i} failed: {lines:?}");
                 assert!(
                     lines.last().is_some_and(|l| l.starts_with("ok ")),
