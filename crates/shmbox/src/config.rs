@@ -115,7 +115,7 @@ pub enum ConfigError {
     #[error("mode must include 0600 and contain only read/write bits (at most 0666), got {0:04o}")]
     Mode(u32),
     /// The whole region would be too large to address.
-    #[error("the region would take {0} bytes, more than the 128 GiB a region can address")]
+    #[error("the region would take {0} bytes, more than the 128 GiB a region may have")]
     TooLarge(u64),
 }
 

@@ -22,10 +22,11 @@ pub fn check_region_image(bytes: &[u8]) -> Result<usize, String> {
         queue.close(|v| drained.push(v));
         for value in drained {
             if let Ok(chunk) = mapped.decode(value) {
-                let header = mapped.chunk(chunk);
-                let (_, capacity) = mapped.payload(chunk);
-                let len = header.len.load(std::sync::atomic::Ordering::Relaxed);
-                if len <= capacity as u64 {
+                let chunk = mapped.chunk_at(chunk);
+                let word = chunk.header.len.load(std::sync::atomic::Ordering::Relaxed);
+                // As `Mailbox::accept` reads it: the length, with the batch
+                // flag masked off.
+                if word & !crate::layout::BATCH_FLAG <= chunk.capacity as u64 {
                     entries += 1;
                 }
             }

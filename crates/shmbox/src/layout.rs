@@ -60,8 +60,9 @@ const SLOT_OWNER: u64 = PAIR;
 pub(crate) const CHUNK_HEADER: u64 = 32;
 const MAILBOX_HEAD: u64 = PAIR;
 const MAILBOX_CELLS: u64 = 2 * PAIR;
-/// The largest region: 128 GiB less a few lines.
-pub(crate) const MAX_REGION_SIZE: u64 = LINE * crate::queue::MAX_VALUE as u64;
+/// The largest region, 128 GiB: a sanity cap on configs (entries name
+/// chunks by class and index, so the size does not limit the encoding).
+pub(crate) const MAX_REGION_SIZE: u64 = 1 << 37;
 
 pub(crate) const STATE_INITIALIZING: u32 = 0;
 pub(crate) const STATE_READY: u32 = 1;
@@ -471,11 +472,23 @@ pub(crate) const BATCH_FLAG: u64 = 1 << 63;
 
 /// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`;
 /// `len` is the message's length, with [`BATCH_FLAG`] for a batch.
+#[derive(Clone, Copy)]
 pub(crate) struct ChunkView<'a> {
     pub holders: &'a AtomicU64,
     pub len: &'a AtomicU64,
     pub sender: &'a AtomicU64,
     pub dest: &'a AtomicU64,
+}
+
+/// A chunk located in the region (see [`Mapped::chunk_at`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkAt<'a> {
+    pub r: ChunkRef,
+    pub header: ChunkView<'a>,
+    /// Its payload (32-byte aligned), on the header's line.
+    pub payload: *mut u8,
+    /// Bytes the payload can hold.
+    pub capacity: usize,
 }
 
 /// A chunk reference decoded from a mailbox cell.
@@ -673,67 +686,31 @@ impl Mapped {
         c.chunks_offset + u64::from(r.index) * c.stride
     }
 
+    /// Chunk `r`'s header view.
     #[inline]
     pub(crate) fn chunk(&self, r: ChunkRef) -> ChunkView<'_> {
-        let b = self.block(self.chunk_offset(r), CHUNK_HEADER);
-        ChunkView {
-            holders: b.u64(0),
-            len: b.u64(8),
-            sender: b.u64(16),
-            dest: b.u64(24),
-        }
+        self.chunk_at(r).header
     }
 
-    /// Chunk `r`'s header, the start of its payload and its capacity, with
-    /// one bounds check.
+    /// Chunk `r`: its header, the start of its payload and its capacity,
+    /// with one bounds check.
     #[inline]
-    pub(crate) fn chunk_parts(&self, r: ChunkRef) -> (ChunkView<'_>, *mut u8, usize) {
+    pub(crate) fn chunk_at(&self, r: ChunkRef) -> ChunkAt<'_> {
         let c = &self.layout.classes[r.class as usize];
-        let off = self.chunk_offset(r);
-        let b = self.block(off, c.stride);
-        let view = ChunkView {
-            holders: b.u64(0),
-            len: b.u64(8),
-            sender: b.u64(16),
-            dest: b.u64(24),
-        };
+        let b = self.block(self.chunk_offset(r), c.stride);
         // SAFETY: the block spans the whole chunk (checked above), whose
         // payload starts after the header.
         let payload = unsafe { b.ptr.add(CHUNK_HEADER as usize) };
-        (view, payload, c.size as usize)
-    }
-
-    /// Start of chunk `r`'s payload (32-byte aligned) and its capacity.
-    pub(crate) fn payload(&self, r: ChunkRef) -> (*mut u8, usize) {
-        let at = self.chunk_offset(r) + CHUNK_HEADER;
-        let size = self.layout.classes[r.class as usize].size as usize;
-        debug_assert!(at + size as u64 <= self.layout.total_size);
-        // SAFETY: `at` is inside the region (chunk areas end before
-        // `total_size`, which equals the mapping's length).
-        (unsafe { self.base.add(at as usize) }, size)
-    }
-
-    /// Starts fetching chunk `r`'s header line (with the first payload
-    /// bytes) for writing, and its second line for reading
-    /// (`write_payload`: for writing too).
-    #[inline]
-    pub(crate) fn prefetch_chunk(&self, r: ChunkRef, write_payload: bool) {
-        let (payload, capacity) = self.payload(r);
-        prefetch_payload(payload, capacity, write_payload);
-    }
-
-    /// Starts fetching, for writing, the cell of `slot`'s queue that the
-    /// next message to it will fill, so that the publishing CAS finds it
-    /// here.
-    #[inline]
-    pub(crate) fn prefetch_next_cell(&self, slot: u32) {
-        if slot < self.layout.config.max_participants {
-            let mailbox =
-                self.layout.mailboxes_offset + u64::from(slot) * self.layout.mailbox_stride;
-            let tail = self.u64_at(mailbox).load(Ordering::Relaxed);
-            let cap = u64::from(self.layout.config.mailbox_capacity);
-            let cell = mailbox + MAILBOX_CELLS + 8 * (tail & (cap - 1));
-            prefetch_write(self.base.wrapping_add(cell as usize));
+        ChunkAt {
+            r,
+            header: ChunkView {
+                holders: b.u64(0),
+                len: b.u64(8),
+                sender: b.u64(16),
+                dest: b.u64(24),
+            },
+            payload,
+            capacity: c.size as usize,
         }
     }
 
@@ -784,14 +761,15 @@ pub(crate) fn prefetch_write(ptr: *const u8) {
     let _ = ptr;
 }
 
-/// [`Mapped::prefetch_chunk`] for a chunk whose payload and capacity are at
-/// hand.
+/// Starts fetching chunk `c`'s header line (with its first payload bytes)
+/// for writing, and its second line for reading (`write_payload`: for
+/// writing too).
 #[inline(always)]
-pub(crate) fn prefetch_payload(payload: *mut u8, capacity: usize, write_payload: bool) {
+pub(crate) fn prefetch_chunk(c: &ChunkAt<'_>, write_payload: bool) {
     // The header's line holds the first payload bytes too.
-    let header = payload.wrapping_sub(CHUNK_HEADER as usize);
+    let header = c.payload.wrapping_sub(CHUNK_HEADER as usize);
     prefetch_write(header);
-    if capacity as u64 > LINE - CHUNK_HEADER {
+    if c.capacity as u64 > LINE - CHUNK_HEADER {
         let second = header.wrapping_add(LINE as usize);
         if write_payload {
             prefetch_write(second);
@@ -854,8 +832,10 @@ pub(crate) struct ClassChunks<'a> {
 impl Holders for ClassChunks<'_> {
     #[inline]
     fn prefetch_for_write(&self, index: u32) {
-        let at = self.class.chunks_offset + u64::from(index) * self.class.stride;
-        prefetch_write(self.mapped.base.wrapping_add(at as usize));
+        if index < self.class.count {
+            let at = self.class.chunks_offset + u64::from(index) * self.class.stride;
+            prefetch_write(self.mapped.base.wrapping_add(at as usize));
+        }
     }
 
     #[inline]

@@ -6,10 +6,9 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{self, BadEntry, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS};
-
-/// A received chunk: its reference, header, payload and capacity.
-type ChunkParts<'a> = (ChunkRef, (ChunkView<'a>, *mut u8, usize));
+use crate::layout::{
+    self, BadEntry, ChunkAt, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS,
+};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -22,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an [`WaitStrategy::Adaptive`] receiver spins before parking.
@@ -136,13 +135,14 @@ impl fmt::Display for Address {
 ///
 /// **Kept chunks.** A chunk a participant frees as its last holder stays
 /// with it (up to 16 per size class) for its next loans, so that loans and
-/// releases do not touch the shared pool. A receive that finds nothing
-/// gives back every chunk of a class somebody is waiting for; once a few
-/// hundred receives in a row have found nothing, the participant keeps at
-/// most `min(16, count / (2 × max participants))` chunks of a class, so
-/// idle participants together never keep more than half of a pool. A
-/// receiver that goes to sleep, a loaner that finds a class exhausted, and
-/// a participant that leaves give back everything they keep.
+/// releases do not touch the shared pool. Receives that find nothing (the
+/// first one after a message, then every 16th) give back every chunk of a
+/// class somebody is waiting for; once a few hundred receives in a row have
+/// found nothing, the participant keeps at most
+/// `min(16, count / (2 × max participants))` chunks of a class, so idle
+/// participants together never keep more than half of a pool. A receiver
+/// that goes to sleep, a blocking loan that finds a class exhausted, and a
+/// participant that leaves give back everything they keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -170,6 +170,15 @@ pub struct Mailbox {
     counters: [Cell<u64>; COUNTERS],
     /// Counter updates not yet copied to the slot.
     unpublished: Cell<u32>,
+}
+
+/// A receive's outcome for a waiting receive: `None` to keep waiting.
+fn received(r: Result<Message<'_>, TryRecvError>) -> Option<Result<Message<'_>, RecvTimeoutError>> {
+    match r {
+        Ok(msg) => Some(Ok(msg)),
+        Err(TryRecvError::Corrupt(c)) => Some(Err(c.into())),
+        Err(TryRecvError::Empty) => None,
+    }
 }
 
 /// Why one delivery attempt failed.
@@ -310,16 +319,17 @@ impl Mailbox {
     }
 
     fn loan_from(&self, chunk: ChunkRef, len: usize) -> Loan<'_> {
+        let at = self.mapped().chunk_at(chunk);
         // The loaner writes the payload next and the header when it sends:
         // the last receiver may still have both lines.
-        self.mapped().prefetch_chunk(chunk, true);
-        let (ptr, capacity) = self.mapped().payload(chunk);
+        layout::prefetch_chunk(&at, true);
         Loan {
             mailbox: self,
             chunk,
-            ptr,
+            header: at.header,
+            ptr: at.payload,
             len,
-            capacity,
+            capacity: at.capacity,
             batch: false,
         }
     }
@@ -438,25 +448,20 @@ impl Mailbox {
         self.unpublished.set(0);
     }
 
-    /// Gives up this participant's hold on a chunk; the last holder returns
-    /// it to the pool and wakes blocked loaners.
+    /// Gives up this participant's hold on a chunk (`holders` is its
+    /// holders word); the last holder returns it to the pool and wakes
+    /// blocked loaners.
     #[inline]
-    fn release(&self, chunk: ChunkRef) {
+    fn release(&self, chunk: ChunkRef, holders: &AtomicU64) {
         let m = self.mapped();
         // Sole holder, and nobody waiting for this class: keep the chunk
         // for our next loan instead of returning it to the shared pool.
-        if m.chunk(chunk).holders.load(Ordering::Relaxed) == self.bit
-            && m.pool_waiters(chunk.class).waiters() == 0
+        if holders.load(Ordering::Relaxed) == self.bit && m.pool_waiters(chunk.class).waiters() == 0
         {
             let mut cache = self.cache[chunk.class as usize].borrow_mut();
             if cache.len() >= CACHE_PER_CLASS {
                 // Full: give the older half back in one go.
-                let spill: Vec<u32> = cache.drain(..CACHE_PER_CLASS / 2).collect();
-                self.cached.set(self.cached.get() - spill.len() as u32);
-                if m.pool(chunk.class).release_many(&spill, self.bit) > 0 {
-                    m.pool_waiters(chunk.class)
-                        .notify(&self.region.shared.futex);
-                }
+                self.give_back(chunk.class, &mut cache, CACHE_PER_CLASS / 2);
             }
             cache.push(chunk.index);
             self.cached.set(self.cached.get() + 1);
@@ -465,22 +470,31 @@ impl Mailbox {
         sweep::release(m, &self.region.shared.futex, chunk, self.bit);
     }
 
+    /// Returns the `n` oldest kept chunks of `class` to the shared pool in
+    /// one go, and wakes loaners waiting for the class if that freed any.
+    fn give_back(&self, class: u8, cache: &mut Vec<u32>, n: usize) {
+        let m = self.mapped();
+        if m.pool(class).release_many(&cache[..n], self.bit) > 0 {
+            m.pool_waiters(class).notify(&self.region.shared.futex);
+        }
+        cache.drain(..n);
+        self.cached.set(self.cached.get() - n as u32);
+    }
+
     /// Returns every cached chunk to the shared pool (before we sleep, so
     /// nobody waits for chunks we are not using).
     fn flush_cache(&self) {
         self.trim_cache(|_| 0);
     }
 
-    /// Between messages (a receive that found nothing): gives back at once
-    /// every chunk of a class somebody is waiting for; once
+    /// Between messages (called by receives that found nothing: the first
+    /// after a message, then every 16th; `idle` counts them all): gives
+    /// back every chunk of a class somebody is waiting for; once
     /// [`IDLE_POLLS`] receives in a row have found nothing, also keeps at
     /// most [`keep`](Self::keep) chunks per class. (A round trip sees a
     /// few empty polls per message and keeps its chunks; a receiver with
     /// nothing to do gives them back within microseconds.)
     fn trim_cache_between_messages(&self, idle: u32) {
-        if self.cached.get() == 0 {
-            return;
-        }
         let m = self.mapped();
         self.trim_cache(|class| {
             if m.pool_waiters(class).waiters() != 0 {
@@ -505,18 +519,10 @@ impl Mailbox {
                 continue;
             }
             let keep = keep(class as u8);
-            if cache.len() <= keep {
-                continue;
+            if cache.len() > keep {
+                let excess = cache.len() - keep;
+                self.give_back(class as u8, &mut cache, excess);
             }
-            let excess = cache.len() - keep;
-            for index in cache.drain(..excess) {
-                let chunk = ChunkRef {
-                    class: class as u8,
-                    index,
-                };
-                sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
-            }
-            self.cached.set(self.cached.get() - excess as u32);
         }
     }
 
@@ -551,19 +557,20 @@ impl Mailbox {
     // ---- sending -----------------------------------------------------------
 
     /// One delivery attempt: hand `loan`'s chunk to `to` by storing its
-    /// offset in `to`'s message list.
+    /// entry (class and index) in `to`'s message list.
     #[inline]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
-        // The receiver has the cell we are about to fill (it polls it):
-        // start taking it over now, while the header is written.
-        m.prefetch_next_cell(to.slot);
         if to.slot >= m.layout.config.max_participants
             || !registry::is_active(m, to.slot, to.generation)
         {
             return Err(Undelivered::Disconnected);
         }
-        let chunk = m.chunk(loan.chunk);
+        let rx = m.mailbox(to.slot);
+        // The receiver has the cell we are about to fill (it polls it):
+        // start taking it over now, while the header is written.
+        layout::prefetch_write(rx.queue.tail_cell().as_ptr().cast());
+        let chunk = &loan.header;
         let kind = if loan.batch { BATCH_FLAG } else { 0 };
         chunk.len.store(loan.len as u64 | kind, Ordering::Relaxed);
         chunk.sender.store(self.packed, Ordering::Relaxed);
@@ -577,7 +584,6 @@ impl Mailbox {
         if !to_self {
             chunk.holders.fetch_or(rx_bit, Ordering::Relaxed);
         }
-        let rx = m.mailbox(to.slot);
         match rx.queue.push(m.encode(loan.chunk)) {
             Ok(pushed) => {
                 if pushed == Pushed::WakeConsumer {
@@ -654,11 +660,11 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        let mut result = loan.mailbox.deliver(&loan, to);
+        let mut result = self.deliver(&loan, to);
         if matches!(result, Err(Undelivered::Full)) && self.region.is_dead(to.slot) {
             // A full mailbox may be a dead receiver's: reclaim it and say so.
             self.region.sweep();
-            result = loan.mailbox.deliver(&loan, to);
+            result = self.deliver(&loan, to);
         }
         match result {
             Ok(()) => {
@@ -679,7 +685,7 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        match loan.mailbox.send_wait(&loan, to, None) {
+        match self.send_wait(&loan, to, None) {
             Ok(()) => {
                 loan.consume();
                 Ok(())
@@ -700,7 +706,7 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        match loan.mailbox.send_wait(&loan, to, Some(timeout)) {
+        match self.send_wait(&loan, to, Some(timeout)) {
             Ok(()) => {
                 loan.consume();
                 Ok(())
@@ -731,23 +737,26 @@ impl Mailbox {
         let m = self.mapped();
         let mailbox = m.mailbox(self.address.slot);
         let taking = m.slot(self.address.slot).taking;
-        loop {
+        // Entries this call may skip (addressed to an earlier occupant of
+        // our slot, or reclaimed by a sweep) before it reports `Empty`: a
+        // participant that keeps pushing such entries cannot keep a `try_`
+        // call going for ever.
+        for _ in 0..m.layout.config.mailbox_capacity {
             // Announce the entry before it leaves the queue, so a sweep never
-            // finds a message we are receiving in neither place.
-            let mut decoded = None;
-            let Some((_, pos)) = mailbox.queue.take_with(|v| {
+            // finds a message we are receiving in neither place. The chunk is
+            // located once, and its lines start moving here now, while the
+            // cell is re-armed.
+            let Some((decoded, room)) = mailbox.queue.take_with(|v| {
                 taking.store(v, Ordering::Relaxed);
-                // Where the chunk is, computed once; its lines start
-                // moving here now, while the cell is re-armed.
-                let parts = m.decode(v).map(|chunk| (chunk, m.chunk_parts(chunk)));
-                if let Ok((_, (_, payload, capacity))) = &parts {
-                    layout::prefetch_payload(*payload, *capacity, false);
+                let at = m.decode(v).map(|chunk| m.chunk_at(chunk));
+                if let Ok(at) = &at {
+                    layout::prefetch_chunk(at, false);
                 }
-                decoded = Some(parts);
+                at
             }) else {
                 // Housekeeping on the first empty poll after a message and
                 // on every 16th after that, not on each poll of a spin.
-                let idle = self.empty_polls.get().saturating_add(1);
+                let idle = self.empty_polls.get().wrapping_add(1);
                 self.empty_polls.set(idle);
                 if idle % 16 == 1 {
                     self.trim_cache_between_messages(idle);
@@ -757,20 +766,19 @@ impl Mailbox {
                 }
                 return Err(TryRecvError::Empty);
             };
-            // Re-arm the cell for the next lap at once: a sender may be
-            // waiting for exactly this room (putting it off until the
-            // message is dropped made streams slower and round trips no
-            // faster).
-            if mailbox.queue.rearm(pos) {
+            // `take_with` re-armed the cell at once: a sender may be
+            // waiting for exactly this room.
+            if room {
                 mailbox.room.ring(&self.region.shared.futex, u32::MAX);
             }
             self.empty_polls.set(0);
-            let accepted = self.accept(decoded.expect("take_with announces the entry it takes"));
+            let accepted = self.accept(decoded);
             taking.store(0, Ordering::Release);
             if let Some(message) = accepted? {
                 return Ok(message);
             }
         }
+        Err(TryRecvError::Empty)
     }
 
     /// Releases an entry nobody will read (a queue being closed).
@@ -784,33 +792,38 @@ impl Mailbox {
     #[inline]
     fn accept<'a>(
         &'a self,
-        decoded: Result<ChunkParts<'a>, BadEntry>,
+        decoded: Result<ChunkAt<'a>, BadEntry>,
     ) -> Result<Option<Message<'a>>, Corruption> {
         let m = self.mapped();
-        let (chunk, (header, ptr, capacity)) = decoded.map_err(|e| Corruption {
+        let at = decoded.map_err(|e| Corruption {
             reason: e.to_string(),
         })?;
-        if !sweep::take_over_header(m, &header, self.bit) {
+        let header = at.header;
+        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        if !sweep::take_over_from(m, header.holders, sender, self.bit) {
             return Ok(None);
         }
         if header.dest.load(Ordering::Relaxed) != self.packed {
-            self.release(chunk);
+            self.release(at.r, header.holders);
             return Ok(None);
         }
         let word = header.len.load(Ordering::Relaxed);
         let (len, batch) = (word & !BATCH_FLAG, word & BATCH_FLAG != 0);
-        if len > capacity as u64 {
-            self.release(chunk);
+        if len > at.capacity as u64 {
+            self.release(at.r, header.holders);
             return Err(Corruption {
-                reason: format!("message length {len} exceeds its chunk's {capacity} bytes"),
+                reason: format!(
+                    "message length {len} exceeds its chunk's {} bytes",
+                    at.capacity
+                ),
             });
         }
-        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
         self.tally(Counter::Received, Counter::BytesReceived, len);
         Ok(Some(Message {
             mailbox: self,
-            chunk,
-            ptr,
+            chunk: at.r,
+            holders: header.holders,
+            ptr: at.payload,
             len: len as usize,
             sender,
             batch,
@@ -835,6 +848,10 @@ impl Mailbox {
     }
 
     fn recv_wait(&self, timeout: Option<Duration>) -> Result<Message<'_>, RecvTimeoutError> {
+        // A message already waiting costs no clock read.
+        if let Some(r) = received(self.try_recv()) {
+            return r;
+        }
         let start = Instant::now();
         let remaining = || match timeout {
             None => Ok(None),
@@ -844,13 +861,9 @@ impl Mailbox {
             },
         };
         let strategy = self.strategy.get();
+        let mailbox = self.mapped().mailbox(self.address.slot);
         let mut polls = 0u32;
         loop {
-            match self.try_recv() {
-                Ok(msg) => return Ok(msg),
-                Err(TryRecvError::Corrupt(c)) => return Err(c.into()),
-                Err(TryRecvError::Empty) => {}
-            }
             polls = polls.wrapping_add(1);
             // The clock is read once every 64 polls, not on every one.
             let spinning = match strategy {
@@ -863,18 +876,25 @@ impl Mailbox {
                     remaining()?;
                 }
                 spin_hint();
-                continue;
+            } else {
+                let left = remaining()?;
+                // Going to sleep: give back every chunk we keep. Then mark
+                // the cell we wait on, and sleep until a sender fills it.
+                self.flush_cache();
+                let ticket = mailbox.parker.ticket();
+                if mailbox.queue.mark_parked() {
+                    mailbox.parker.wait(&self.region.shared.futex, ticket, left);
+                    mailbox.queue.unmark_parked();
+                } else if let Some(cell) = mailbox.queue.corrupt_head() {
+                    // Neither empty nor an entry: polling it would spin for
+                    // ever.
+                    return Err(RecvTimeoutError::Corrupt(Corruption {
+                        reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
+                    }));
+                }
             }
-            let left = remaining()?;
-            let m = self.mapped();
-            let mailbox = m.mailbox(self.address.slot);
-            // Going to sleep: give back every chunk we keep. Then mark the
-            // cell we wait on, and sleep until a sender fills it.
-            self.flush_cache();
-            let ticket = mailbox.parker.ticket();
-            if mailbox.queue.mark_parked() {
-                mailbox.parker.wait(&self.region.shared.futex, ticket, left);
-                mailbox.queue.unmark_parked();
+            if let Some(r) = received(self.try_recv()) {
+                return r;
             }
         }
     }
@@ -921,6 +941,7 @@ impl Drop for Mailbox {
 pub struct Loan<'m> {
     mailbox: &'m Mailbox,
     chunk: ChunkRef,
+    header: ChunkView<'m>,
     ptr: *mut u8,
     len: usize,
     capacity: usize,
@@ -978,7 +999,7 @@ impl DerefMut for Loan<'_> {
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        self.mailbox.release(self.chunk);
+        self.mailbox.release(self.chunk, self.header.holders);
     }
 }
 
@@ -996,6 +1017,7 @@ impl fmt::Debug for Loan<'_> {
 pub struct Message<'m> {
     mailbox: &'m Mailbox,
     chunk: ChunkRef,
+    holders: &'m AtomicU64,
     ptr: *const u8,
     len: usize,
     sender: Address,
@@ -1033,7 +1055,7 @@ impl Deref for Message<'_> {
 
 impl Drop for Message<'_> {
     fn drop(&mut self) {
-        self.mailbox.release(self.chunk);
+        self.mailbox.release(self.chunk, self.holders);
     }
 }
 

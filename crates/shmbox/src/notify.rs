@@ -257,9 +257,9 @@ mod loom_tests {
             let queue = m.queue();
             // The consumer takes the entry, then re-arms its cell, as
             // `Mailbox::try_recv` does.
-            let (first, pos) = queue.take_with(|_| {}).unwrap();
+            let (first, waiter) = queue.take_with(|v| v).unwrap();
             assert_eq!(first, 1);
-            if queue.rearm(pos) {
+            if waiter {
                 m.bell().ring(&m.futex, u32::MAX);
             }
             producer.join().unwrap();

@@ -124,7 +124,8 @@ impl<'a, H: Holders> Pool<'a, H> {
                     break;
                 }
                 let index = (w * 64) as u32 + b;
-                // SYNC POINT: as in `try_claim`.
+                // SYNC POINT: acquire pairs with the AcqRel `fetch_and` of
+                // the chunk's last holder in `release` / `release_many`.
                 if self
                     .chunks
                     .holders(index)
@@ -463,7 +464,10 @@ mod loom_tests {
                 let q = OffsetQueue::new(&s2.tail, &s2.head, &s2.cells);
                 // Taken; the receiver dies, or is slow, before re-arming the cell.
                 let (v, _) = q
-                    .take_with(|v| s2.taking.store(v, Ordering::Relaxed))
+                    .take_unarmed(|v| {
+                        s2.taking.store(v, Ordering::Relaxed);
+                        v
+                    })
                     .unwrap();
                 let mine = take_over(&s2.holders, R, S);
                 s2.taking.store(0, Ordering::Release);

@@ -17,8 +17,8 @@
 //! by advancing `head`, then re-arms the cell for the next lap (a swap, so
 //! that a producer's WAITER flag is not lost): at most one cell, the one
 //! just before `head`, is ever taken and not yet re-armed (see
-//! [`OffsetQueue::take_with`]). The 32-bit stamps wrap; they
-//! are compared for equality only.
+//! [`OffsetQueue::take_unarmed`]). The 32-bit stamps wrap; they are
+//! compared for equality only.
 //!
 //! **Closing.** When its owner leaves (or a sweep reclaims it), a queue is
 //! closed: every empty cell gets the value [`CLOSED`] by compare-and-swap,
@@ -38,7 +38,8 @@ pub(crate) const PARKED: u32 = u32::MAX - 1;
 /// Flag on a filled cell's value: a producer sleeps waiting for room, and
 /// the consumer that takes the entry must ring the doorbell.
 pub(crate) const WAITER: u32 = 1 << 31;
-/// Values at or above this are markers, never entries.
+/// Entries are below this: the markers, and the two values that would read
+/// as a marker once a producer sets [`WAITER`] on them, are excluded.
 pub(crate) const MAX_VALUE: u32 = WAITER - 2;
 
 /// What a successful push found.
@@ -127,7 +128,7 @@ impl<'a> OffsetQueue<'a> {
                 if marker == 0 || marker == PARKED {
                     // SYNC POINT: the release half publishes the chunk's
                     // header and payload; pairs with the acquire load in
-                    // `take_with`. The acquire half pairs with the
+                    // `take_unarmed`. The acquire half pairs with the
                     // consumer's PARKED mark.
                     match cell.compare_exchange(
                         current,
@@ -185,26 +186,31 @@ impl<'a> OffsetQueue<'a> {
     /// its cell at once.
     ///
     /// Only the queue's owner may call `pop`, one thread at a time.
-    #[cfg_attr(not(test), allow(dead_code))]
-    #[inline]
+    #[cfg(any(test, shmbox_loom))]
     pub(crate) fn pop(&self) -> Option<u32> {
-        let (value, pos) = self.take_with(|_| {})?;
-        self.rearm(pos);
-        Some(value)
+        self.take_with(|v| v).map(|(v, _)| v)
     }
 
     /// Consumer: takes the next value, if one is published, calling
-    /// `announce(value)` after reading the entry and before it leaves the
-    /// queue, so that at no instant the value is neither queued nor
-    /// announced. Returns the value and its position.
-    ///
-    /// The entry leaves the queue when `head` moves past it; its cell still
-    /// holds it until [`rearm`](Self::rearm)`(position)`, which the
-    /// consumer must call before its next `take_with`. At most one cell,
-    /// the one just before `head`, is ever taken and not re-armed;
-    /// [`close`](Self::close) re-arms it for a consumer that died first.
+    /// `take(value)` after reading the entry and before it leaves the queue
+    /// (so that at no instant the value is neither queued nor announced),
+    /// then re-arms its cell for the next lap. Returns what `take` returned
+    /// and whether a producer is asleep waiting for room (then ring its
+    /// doorbell).
     #[inline]
-    pub(crate) fn take_with(&self, announce: impl FnOnce(u32)) -> Option<(u32, u64)> {
+    pub(crate) fn take_with<T>(&self, take: impl FnOnce(u32) -> T) -> Option<(T, bool)> {
+        let (taken, pos) = self.take_unarmed(take)?;
+        Some((taken, self.rearm(pos)))
+    }
+
+    /// The first half of [`take_with`](Self::take_with): the entry leaves
+    /// the queue when `head` moves past it, but its cell still holds it
+    /// until [`rearm`](Self::rearm)`(position)`. A consumer killed between
+    /// the two leaves that one cell, just before `head`, taken and not
+    /// re-armed; [`close`](Self::close) re-arms it. (Separate so that tests
+    /// and models can stop there.)
+    #[inline]
+    pub(crate) fn take_unarmed<T>(&self, take: impl FnOnce(u32) -> T) -> Option<(T, u64)> {
         let head = self.head.load(Ordering::Relaxed);
         let cell = self.cell(head);
         // SYNC POINT: pairs with the release half of the CAS in `push`.
@@ -212,17 +218,16 @@ impl<'a> OffsetQueue<'a> {
         if stamp_of(current) != (head as u32).wrapping_add(1) {
             return None;
         }
-        let value = current as u32 & !WAITER;
-        announce(value);
+        let taken = take(current as u32 & !WAITER);
         // SYNC POINT: publishes the announcement to sweepers, which read
         // `head` (acquire) before they look for the entry in the queue.
         self.head.store(head.wrapping_add(1), Ordering::Release);
-        Some((value, head))
+        Some((taken, head))
     }
 
     /// Consumer: re-arms the cell of position `pos`, taken by
-    /// [`take_with`](Self::take_with), for the next lap. Returns whether a
-    /// producer is asleep waiting for room (then ring its doorbell).
+    /// [`take_unarmed`](Self::take_unarmed), for the next lap. Returns
+    /// whether a producer is asleep waiting for room.
     #[inline]
     pub(crate) fn rearm(&self, pos: u64) -> bool {
         let cap = self.cells.len() as u32;
@@ -285,6 +290,24 @@ impl<'a> OffsetQueue<'a> {
         }
     }
 
+    /// Producer: the cell the next push fills (to prefetch it).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    #[inline]
+    pub(crate) fn tail_cell(&self) -> &AtomicU64 {
+        self.cell(self.tail.load(Ordering::Relaxed))
+    }
+
+    /// Consumer: the cell at `head` if its stamp is neither `head` (empty,
+    /// parked or closed) nor `head + 1` (an entry): only a scribble on the
+    /// region makes one, and a receiver must report it rather than poll it
+    /// for ever.
+    pub(crate) fn corrupt_head(&self) -> Option<u64> {
+        let head = self.head.load(Ordering::Relaxed);
+        let current = self.cell(head).load(Ordering::Acquire);
+        let stamp = stamp_of(current);
+        (stamp != head as u32 && stamp != (head as u32).wrapping_add(1)).then_some(current)
+    }
+
     /// Consumer, awake again: removes its mark if no entry replaced it.
     pub(crate) fn unmark_parked(&self) {
         let head = self.head.load(Ordering::Relaxed);
@@ -313,7 +336,7 @@ impl<'a> OffsetQueue<'a> {
     /// Whether `value` is a published entry the consumer has not taken.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn contains(&self, value: u32) -> bool {
-        // SYNC POINT: pairs with the release store of `head` in `take_with`:
+        // SYNC POINT: pairs with the release store of `head` in `take_unarmed`:
         // an entry taken since is announced by the consumer.
         let head = self.head.load(Ordering::Acquire);
         (0..self.cells.len() as u64).any(|k| {
@@ -508,7 +531,7 @@ mod tests {
         }
         // The consumer took entry 1 (advanced `head`) and died before
         // re-arming its cell; entry 1 is no longer in the queue.
-        assert_eq!(q.take_with(|_| {}).map(|(v, _)| v), Some(1));
+        assert_eq!(q.take_unarmed(|v| v).map(|(v, _)| v), Some(1));
         assert!(!q.contains(1) && q.contains(2));
         let mut drained = Vec::new();
         q.close(|v| drained.push(v));
@@ -525,14 +548,14 @@ mod tests {
     }
 
     #[test]
-    fn deferred_rearm_keeps_the_waiter_flag() {
+    fn rearm_keeps_the_waiter_flag() {
         let (t, h, c) = queue(2);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
         q.reopen();
         q.push(1).unwrap();
         q.push(2).unwrap();
-        let (v, pos) = q.take_with(|_| {}).unwrap();
+        let (v, pos) = q.take_unarmed(|v| v).unwrap();
         assert_eq!(v, 1);
         // Until the cell is re-armed the queue is still full, and a
         // producer can ask to be woken when it is.

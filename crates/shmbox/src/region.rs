@@ -281,18 +281,18 @@ impl Region {
             let words = layout::header_words(&backing);
             let magic = words.magic.load(Ordering::Acquire);
             // SYNC POINT: pairs with the release store of READY in `create_in`.
-            let ready = words.state.load(Ordering::Acquire) == STATE_READY;
+            let state = words.state.load(Ordering::Acquire);
+            let ready = state == STATE_READY;
             // Not ready yet (a zero magic on a ready region is corruption,
             // which `validate` reports).
-            let state = words.state.load(Ordering::Acquire);
             let ours = magic == 0 || magic == layout::MAGIC;
-            if ours && state != STATE_READY && state != STATE_INITIALIZING {
+            if ours && !ready && state != STATE_INITIALIZING {
                 return Err(OpenError::Corrupt {
                     name: name.into(),
                     reason: format!("state word {state:#x} is neither initialising nor ready"),
                 });
             }
-            if (magic == 0 || magic == layout::MAGIC) && !ready {
+            if ours && !ready {
                 if !creator_alive()? {
                     // A region someone is attached to was not abandoned,
                     // whatever its header says: never recreate it under them.

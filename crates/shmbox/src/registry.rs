@@ -151,12 +151,14 @@ pub(crate) fn activate(mapped: &Mapped, slot: u32, gen: u32) {
 }
 
 fn name_is_contested(mapped: &Mapped, me: u32, words: &[u64; 4]) -> bool {
+    // One deadline for the whole scan: a corrupt table cannot make a join
+    // wait TWIN_WAIT once per slot.
+    let deadline = Instant::now() + TWIN_WAIT;
     for other in 0..mapped.layout.config.max_participants {
         if other == me {
             continue;
         }
         let view = mapped.slot(other);
-        let deadline = Instant::now() + TWIN_WAIT;
         loop {
             let state = view.state.load(Ordering::SeqCst);
             let st = status(state);

@@ -32,12 +32,12 @@
 //! was made on, so a receiver taking over concurrently either wins (and the
 //! sweeper re-decides) or finds its bit gone and leaves the entry alone.
 
-use crate::layout::{ChunkRef, ChunkView, Mapped};
+use crate::layout::{ChunkRef, Mapped};
 use crate::mailbox::Address;
 use crate::notify::Futex;
 use crate::pool::{self, Released};
 use crate::registry;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a sweep reclaimed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,19 +62,21 @@ impl std::ops::AddAssign for SweepReport {
 /// [`pool::take_over`]). Returns whether `bit` (the receiver) holds it.
 #[inline]
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
-    take_over_header(m, &m.chunk(chunk), bit)
+    let header = m.chunk(chunk);
+    let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+    take_over_from(m, header.holders, sender, bit)
 }
 
-/// [`take_over`] for a header already at hand.
+/// [`take_over`] with the chunk's holders word and its (unchecked) sender
+/// already read.
 #[inline]
-pub(crate) fn take_over_header(m: &Mapped, header: &ChunkView<'_>, bit: u64) -> bool {
-    let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+pub(crate) fn take_over_from(m: &Mapped, holders: &AtomicU64, sender: Address, bit: u64) -> bool {
     let sender_bit = if sender.slot < m.layout.config.max_participants {
         1u64 << sender.slot
     } else {
         0
     };
-    pool::take_over(header.holders, bit, sender_bit)
+    pool::take_over(holders, bit, sender_bit)
 }
 
 /// Clears `bit` from `chunk`; the last holder returns it to the pool and

@@ -2,7 +2,9 @@
 //!
 //! Normal builds use `std::sync::atomic`; `--cfg shmbox_loom` switches to
 //! `loom` so the lock-free algorithms in `queue`, `pool` and `notify` can be
-//! model-checked. Nothing in the core names `std::sync::atomic` directly.
+//! model-checked. Nothing in those three names `std::sync::atomic`
+//! directly. (`registry` and `sweep` work on the mapped region's views,
+//! which hold std atomics, and are not model-checked as a whole.)
 
 #[cfg(shmbox_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -112,6 +112,10 @@ fn regions_are_private_unless_asked() {
 
 #[test]
 fn messages_travel_between_participants() {
+    let _w = watchdog(
+        "messages_travel_between_participants",
+        Duration::from_secs(30),
+    );
     let name = Name::new("api", "basic");
     let region = Region::create(&name.0, &small()).unwrap();
     let a = region.join("a").unwrap();
@@ -144,6 +148,7 @@ fn messages_travel_between_participants() {
 
 #[test]
 fn full_mailbox_hands_the_loan_back() {
+    let _w = watchdog("full_mailbox_hands_the_loan_back", Duration::from_secs(30));
     let name = Name::new("api", "full");
     let config = small().with_classes(&[SizeClass::new(64, 8)]);
     let region = Region::create(&name.0, &config).unwrap();
@@ -238,6 +243,7 @@ fn exhausted_pool_then_loan_wakes_on_release() {
 
 #[test]
 fn loan_timeout_is_honoured() {
+    let _w = watchdog("loan_timeout_is_honoured", Duration::from_secs(30));
     let name = Name::new("api", "loanwait");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
@@ -272,6 +278,10 @@ fn blocking_recv_in_park_mode_is_woken_by_a_send() {
 
 #[test]
 fn recv_timeout_is_honoured_for_every_strategy() {
+    let _w = watchdog(
+        "recv_timeout_is_honoured_for_every_strategy",
+        Duration::from_secs(30),
+    );
     let name = Name::new("api", "recvwait");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
@@ -426,6 +436,10 @@ fn a_region_larger_than_dev_shm_fails_cleanly() {
 
 #[test]
 fn stale_addresses_are_refused_not_misdelivered() {
+    let _w = watchdog(
+        "stale_addresses_are_refused_not_misdelivered",
+        Duration::from_secs(30),
+    );
     let region = Region::in_process(&small()).unwrap();
     let a = region.join("a").unwrap();
     let old = region.join("b").unwrap().address(); // joins and leaves at once
@@ -445,6 +459,7 @@ fn stale_addresses_are_refused_not_misdelivered() {
 
 #[test]
 fn leaving_releases_queued_messages() {
+    let _w = watchdog("leaving_releases_queued_messages", Duration::from_secs(30));
     let region = Region::in_process(&small()).unwrap();
     let a = region.join("a").unwrap();
     let b = region.join("b").unwrap();
@@ -635,6 +650,10 @@ fn a_region_in_use_is_never_taken_for_abandoned() {
 
 #[test]
 fn a_region_holds_exactly_its_size_in_memory() {
+    let _w = watchdog(
+        "a_region_holds_exactly_its_size_in_memory",
+        Duration::from_secs(30),
+    );
     let name = Name::new("api", "resident");
     let config = Config::default();
     let region = Region::create(&name.0, &config).unwrap();
@@ -652,6 +671,10 @@ fn a_region_holds_exactly_its_size_in_memory() {
 
 #[test]
 fn batches_carry_many_records_in_one_entry() {
+    let _w = watchdog(
+        "batches_carry_many_records_in_one_entry",
+        Duration::from_secs(30),
+    );
     let name = Name::new("api", "batch");
     let region = Region::create(&name.0, &Config::default()).unwrap();
     let (a, b) = (region.join("a").unwrap(), region.join("b").unwrap());
@@ -703,6 +726,10 @@ fn batches_carry_many_records_in_one_entry() {
 
 #[test]
 fn a_batch_with_a_bad_record_length_is_an_error_not_a_crash() {
+    let _w = watchdog(
+        "a_batch_with_a_bad_record_length_is_an_error_not_a_crash",
+        Duration::from_secs(30),
+    );
     let name = Name::new("api", "badbatch");
     let region = Region::create(&name.0, &Config::default()).unwrap();
     let (a, b) = (region.join("a").unwrap(), region.join("b").unwrap());

@@ -20,14 +20,14 @@ use common::{watchdog, Name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmbox::{
-    Address, Config, LoanError, Mailbox, Region, SendTimeoutError, SizeClass, TryLoanError,
-    TryRecvError, TrySendError,
+    Address, Config, LoanError, Mailbox, RecvError, RecvTimeoutError, Region, SendTimeoutError,
+    SizeClass, TryLoanError, TryRecvError, TrySendError, WaitStrategy,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WORKERS: usize = 3;
 const ITERATIONS: u64 = 3_000;
@@ -565,11 +565,16 @@ fn scribbles_during_traffic() {
     for (k, v) in &counts.0 {
         println!("  {k:<32} {v}");
     }
-    let ops: u64 = counts.0.values().sum();
-    assert!(
-        ops >= WORKERS as u64 * ITERATIONS / 2,
-        "too few operations ran"
-    );
+    // The workers kept working through the scribbles: messages were sent
+    // and received, not only refused.
+    let count = |k: &str| counts.0.get(k).copied().unwrap_or(0);
+    let sent = count("try_send: Ok") + count("send_timeout: Ok");
+    // (Seeds 1 to 5 see 220 to 520 of each; most iterations end in a full
+    // pool, a full mailbox or a scribbled entry.)
+    let floor = WORKERS as u64 * ITERATIONS / 100;
+    assert!(sent >= floor, "only {sent} sends succeeded");
+    let received = count("recv: Ok");
+    assert!(received >= floor, "only {received} messages were received");
 }
 
 /// Corrupts the header page of a freshly created region in `rng`'s way:
@@ -636,7 +641,8 @@ fn corrupt_header_then_open() {
                         .unwrap_or("?")
                         .to_string(),
                 );
-                assert!(!e.to_string().is_empty());
+                // Every refusal names the region it is about.
+                assert!(e.to_string().contains(&name.0), "{e}");
             }
         }
     }
@@ -664,4 +670,33 @@ fn zeroed_magic_then_open() {
         Some(r) => assert!(r.is_err(), "a region without its magic was accepted"),
         None => panic!("Region::open of a ready region with a zeroed magic word did not return within {OPEN_LIMIT:?}"),
     }
+}
+
+/// A queue cell at `head` that is neither empty nor an entry (only a
+/// scribble makes one) is reported to a parked receiver, which would
+/// otherwise poll it for ever.
+#[test]
+fn a_scribbled_cell_is_reported_to_a_parked_receiver() {
+    let _dog = watchdog("scribbled cell", Duration::from_secs(30));
+    let name = Name::new("corrupt", "cell");
+    let region = Region::create(&name.0, &config()).unwrap();
+    let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
+    let l = Layout::compute(&config());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    // Head is 0: give its cell the stamp of some other lap.
+    let cell = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
+    match rx.recv() {
+        Err(RecvError::Corrupt(c)) => assert!(c.reason().contains("neither empty nor"), "{c}"),
+        other => panic!("expected a corrupt-cell error, got {other:?}"),
+    }
+    let started = Instant::now();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Err(RecvTimeoutError::Corrupt(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
