@@ -24,13 +24,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let record = |len: u32, fill: u8| {
         let mut r = len.to_le_bytes().to_vec();
         r.extend([0; 4]);
-        r.extend(std::iter::repeat_n(fill, (len as usize).next_multiple_of(8)));
+        r.extend(std::iter::repeat_n(
+            fill,
+            (len as usize).next_multiple_of(8),
+        ));
         r
     };
     vec![
         ("empty", Vec::new()),
         ("two", [record(3, 1), record(8, 2)].concat()),
-        ("past-end", [record(8, 1), 1000u32.to_le_bytes().to_vec()].concat()),
+        (
+            "past-end",
+            [record(8, 1), 1000u32.to_le_bytes().to_vec()].concat(),
+        ),
         ("short-header", vec![5, 0, 0]),
     ]
 }

@@ -91,11 +91,7 @@ fn check(config: &Config, layout: &Layout, value: u32) {
         let count = classes[usize::from(class)].count;
         assert!(index < count, "{value:#x}: index {index} of {count}");
         let back = Layout::entry(usize::from(class), index);
-        assert_eq!(
-            value,
-            back,
-            "({class}, {index}) does not round-trip"
-        );
+        assert_eq!(value, back, "({class}, {index}) does not round-trip");
     }
     assert_eq!(
         got,

@@ -20,11 +20,13 @@
 use rustix::thread::{sched_setaffinity, CpuSet};
 use shmbox::{Config, Region, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const ROUNDS: u64 = 200_000;
 const RUNS: usize = 5;
 const CELLS: u64 = 256;
+/// How long a side waits for the other before the run fails.
+const WAIT_LIMIT: Duration = Duration::from_secs(1);
 
 #[repr(C, align(128))]
 struct Line([AtomicU64; 8]);
@@ -108,15 +110,11 @@ fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64) {
 #[inline(always)]
 fn recv(q: &Queue, k: &Chunk, v: Variant, pos: u64) -> u64 {
     if v == Variant::Raw {
-        while q.flag.0[0].load(Acquire) != pos + 1 {
-            core::hint::spin_loop();
-        }
+        spin_until(|| q.flag.0[0].load(Acquire) == pos + 1);
         return k.payload.0[0].load(Relaxed);
     }
     let cell = q.cell(pos);
-    while cell.load(Acquire) >> 32 != pos + 1 {
-        core::hint::spin_loop();
-    }
+    spin_until(|| cell.load(Acquire) >> 32 == pos + 1);
     prefetch_write(&k.header.0[0]);
     cell.swap((pos + CELLS) << 32, AcqRel);
     let holders = &k.header.0[0];
@@ -125,6 +123,37 @@ fn recv(q: &Queue, k: &Chunk, v: Variant, pos: u64) -> u64 {
     let len = k.header.0[1].load(Relaxed);
     assert!(len == 8 && k.header.0[3].load(Relaxed) == 2);
     k.payload.0[0].load(Relaxed)
+}
+
+/// Spins until `done`; panics (ending the run, not hanging it) if the other
+/// side has not answered within a second.
+#[inline(always)]
+fn spin_until(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    let mut since = None;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(4096)
+            && since.get_or_insert_with(Instant::now).elapsed() > WAIT_LIMIT
+        {
+            panic!("no answer within {WAIT_LIMIT:?}");
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Receives on `mailbox`, spinning, within [`WAIT_LIMIT`].
+fn receive(mailbox: &shmbox::Mailbox) -> shmbox::Message<'_> {
+    let started = Instant::now();
+    loop {
+        match mailbox.try_recv() {
+            Ok(m) => return m,
+            Err(shmbox::TryRecvError::Empty) if started.elapsed() < WAIT_LIMIT => {
+                core::hint::spin_loop()
+            }
+            Err(e) => panic!("receive: {e} (or nothing within {WAIT_LIMIT:?})"),
+        }
+    }
 }
 
 fn p50_one_way(mut round_trips: Vec<u64>) -> u64 {
@@ -176,12 +205,7 @@ fn run_shmbox() -> u64 {
         s.spawn(move || {
             pin(1);
             for _ in 0..ROUNDS {
-                let msg = loop {
-                    if let Ok(m) = pong.try_recv() {
-                        break m;
-                    }
-                    core::hint::spin_loop();
-                };
+                let msg = receive(&pong);
                 let mut loan = pong.try_loan(8).expect("loan");
                 loan.copy_from_slice(&msg[..8]);
                 pong.try_send(loan, &ping_at)
@@ -198,12 +222,7 @@ fn run_shmbox() -> u64 {
             ping.try_send(loan, &pong_at)
                 .map_err(|e| e.to_string())
                 .expect("send");
-            let msg = loop {
-                if let Ok(m) = ping.try_recv() {
-                    break m;
-                }
-                core::hint::spin_loop();
-            };
+            let msg = receive(&ping);
             rtt.push(t.elapsed().as_nanos() as u64);
             assert_eq!(msg[..8], pos.to_le_bytes());
         }

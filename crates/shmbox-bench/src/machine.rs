@@ -193,7 +193,20 @@ mod tests {
     #[test]
     fn describes_this_machine() {
         let m = Machine::describe();
-        assert!(m.cpus >= 1);
-        assert!(!m.kernel.is_empty());
+        // What the kernel says, not the fallbacks.
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        let last: usize = online
+            .trim()
+            .rsplit(['-', ','])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            m.cpus >= 1 && m.cpus <= last + 1,
+            "{m:?} vs online {online}"
+        );
+        assert_ne!(m.cpu_model, "unknown CPU", "/proc/cpuinfo names no model");
+        assert!(m.kernel.starts_with(|c: char| c.is_ascii_digit()), "{m:?}");
     }
 }

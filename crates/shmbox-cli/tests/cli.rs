@@ -215,116 +215,82 @@ fn create_then_info_json_follows_the_schema() {
         .stdout(predicate::str::contains("participants: none"));
 }
 
-#[test]
-fn send_and_recv_carry_exact_bytes() {
-    let r = Region::create("bytes", &[]);
-    // Every byte value, NULs and no trailing newline.
-    let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    let rx = Background::spawn(&[
-        "recv",
-        r.name(),
-        "--as",
-        "server",
-        "--count",
-        "1",
-        "--timeout",
-        "20s",
-    ]);
-    shmbox(["send", r.name(), "--to", "server", "--wait", "20s"])
-        .write_stdin(data.clone())
+/// Runs `shmbox recv <region> <recv...>` in the background, pipes `input`
+/// into `shmbox send <region> <send...>`, and returns what the receiver
+/// printed; both must succeed (their stderr is shown if not).
+fn exchange(r: &Region, recv: &[&str], send: &[&str], input: &[u8]) -> Vec<u8> {
+    let rx = Background::spawn(&[&["recv", r.name()], recv].concat());
+    shmbox([&["send", r.name()], send].concat())
+        .write_stdin(input.to_vec())
         .assert()
         .success()
         .stdout("")
         .stderr("");
     let (status, out, err) = rx.finish();
-    assert!(status.success(), "{err}");
+    assert!(status.success(), "recv {recv:?} failed: {err}");
+    out
+}
+
+#[test]
+fn send_and_recv_carry_exact_bytes() {
+    let r = Region::create("bytes", &[]);
+    // Every byte value, NULs and no trailing newline.
+    let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let once = ["--count", "1", "--timeout", "20s"];
+    let out = exchange(
+        &r,
+        &[&["--as", "server"][..], &once].concat(),
+        &["--to", "server", "--wait", "20s"],
+        &data,
+    );
     assert_eq!(out, data);
 
     // Empty input is one empty message.
-    let rx = Background::spawn(&[
-        "recv",
-        r.name(),
-        "--as",
-        "server",
-        "--count",
-        "1",
-        "--timeout",
-        "20s",
-        "--lines",
-    ]);
-    shmbox([
-        "send",
-        r.name(),
-        "--to",
-        "server",
-        "--as",
-        "me",
-        "--wait",
-        "20s",
-    ])
-    .write_stdin("")
-    .assert()
-    .success();
-    let (status, out, _) = rx.finish();
-    assert!(status.success());
+    let out = exchange(
+        &r,
+        &[&["--as", "server", "--lines"][..], &once].concat(),
+        &["--to", "server", "--as", "me", "--wait", "20s"],
+        b"",
+    );
     assert_eq!(out, b"\n");
 }
 
 #[test]
 fn send_and_recv_lines() {
     let r = Region::create("lines", &[]);
-    let rx = Background::spawn(&[
-        "recv",
-        r.name(),
-        "--as",
-        "logger",
-        "--lines",
-        "--count",
-        "5",
-        "--timeout",
-        "20s",
-    ]);
-    shmbox([
-        "send",
-        r.name(),
-        "--to",
-        "logger",
-        "--lines",
-        "--wait",
-        "20s",
-    ])
-    .write_stdin("one\ntwo\n\nthree\r\nlast without newline")
-    .assert()
-    .success();
-    let (status, out, err) = rx.finish();
-    assert!(status.success(), "{err}");
+    let out = exchange(
+        &r,
+        &[
+            "--as",
+            "logger",
+            "--lines",
+            "--count",
+            "5",
+            "--timeout",
+            "20s",
+        ],
+        &["--to", "logger", "--lines", "--wait", "20s"],
+        b"one\ntwo\n\nthree\r\nlast without newline",
+    );
     assert_eq!(out, b"one\ntwo\n\nthree\r\nlast without newline\n");
 
     // Stopped by the timeout after some messages: still a success.
-    let rx = Background::spawn(&[
-        "recv",
-        r.name(),
-        "--as",
-        "idle",
-        "--lines",
-        "--timeout",
-        "5s",
-    ]);
-    shmbox(["send", r.name(), "--to", "idle", "--lines", "--wait", "20s"])
-        .write_stdin("only\n")
-        .assert()
-        .success();
-    let (status, out, err) = rx.finish();
-    assert!(status.success(), "{err}");
+    let out = exchange(
+        &r,
+        &["--as", "idle", "--lines", "--timeout", "5s"],
+        &["--to", "idle", "--lines", "--wait", "20s"],
+        b"only\n",
+    );
     assert_eq!(out, b"only\n");
-    // The receiver saw them as five messages.
-    let rx = Background::spawn(&["recv", r.name(), "--as", "raw", "--count", "3"]);
-    shmbox(["send", r.name(), "--to", "raw", "--lines", "--wait", "20s"])
-        .write_stdin("a\nbb\nccc\n")
-        .assert()
-        .success();
-    let (status, out, _) = rx.finish();
-    assert!(status.success());
+
+    // Each line is one message: a receiver without --lines gets the three
+    // messages' bytes back to back.
+    let out = exchange(
+        &r,
+        &["--as", "raw", "--count", "3"],
+        &["--to", "raw", "--lines", "--wait", "20s"],
+        b"a\nbb\nccc\n",
+    );
     assert_eq!(out, b"abbccc");
 }
 

@@ -108,6 +108,30 @@ impl Drop for TestRegion {
     }
 }
 
+/// Asserts that every chunk of every size class is back in the pool.
+pub fn assert_pool_full(region: &shmbox::Region) {
+    for class in region.pool_usage() {
+        assert_eq!(
+            class.free,
+            class.count,
+            "size class {} leaked chunks: {:?}",
+            class.size,
+            region.pool_usage()
+        );
+    }
+}
+
+/// Asserts that nobody is left in the region's table and that every chunk
+/// is back in the pool.
+pub fn assert_nothing_left(region: &shmbox::Region) {
+    assert!(
+        region.participants().is_empty(),
+        "participants left behind: {:?}",
+        region.participants()
+    );
+    assert_pool_full(region);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! to stderr and return when the capability is missing.
 
 use shmbox::{Config, Region, SizeClass, SweepReport};
-use shmbox_itest::TestRegion;
+use shmbox_itest::{assert_pool_full, TestRegion};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -198,18 +198,6 @@ fn unshare_works(args: &[&str]) -> Result<(), String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
-    }
-}
-
-fn assert_pool_full(region: &Region) {
-    for class in region.pool_usage() {
-        assert_eq!(
-            class.free,
-            class.count,
-            "size class {} is not full: {:?}",
-            class.size,
-            region.pool_usage()
-        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! children and fails instead of hanging.
 
 use shmbox::{Config, Region, SizeClass};
-use shmbox_itest::TestRegion;
+use shmbox_itest::{assert_nothing_left, TestRegion};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,21 +83,6 @@ fn test_config() -> Config {
         .with_mailbox_capacity(128)
 }
 
-fn assert_pool_full(region: &Region) {
-    for class in region.pool_usage() {
-        assert_eq!(
-            class.free, class.count,
-            "size class {} leaked chunks",
-            class.size
-        );
-    }
-    assert!(
-        region.participants().is_empty(),
-        "participants left behind: {:?}",
-        region.participants()
-    );
-}
-
 fn many_to_one(tag: &str, senders: u64, total: u64, strategy: &str) {
     let name = TestRegion::new("itest", tag);
     let region = Region::create(&name.0, &test_config()).unwrap();
@@ -122,7 +107,7 @@ fn many_to_one(tag: &str, senders: u64, total: u64, strategy: &str) {
         "{}",
         lines[0]
     );
-    assert_pool_full(&region);
+    assert_nothing_left(&region);
 }
 
 /// 2 processes x 1,000,000 messages of random sizes over every size class:

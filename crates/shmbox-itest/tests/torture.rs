@@ -201,18 +201,7 @@ fn kill_torture() {
     swept += region.sweep();
 
     // Nothing leaked.
-    assert!(
-        region.participants().is_empty(),
-        "{:?}",
-        region.participants()
-    );
-    for class in region.pool_usage() {
-        assert_eq!(
-            class.free, class.count,
-            "size class {} leaked chunks",
-            class.size
-        );
-    }
+    shmbox_itest::assert_nothing_left(&region);
 
     // Every message: received at most once, by the participant it was sent
     // to; sent-but-lost only towards killed participants.

@@ -9,7 +9,9 @@
 //! The parent creates a region (default config), re-executes itself as a
 //! child that joins, loans chunks and receives messages without releasing
 //! them, then gets killed. The parent shows the pool before and after
-//! `Region::sweep`, and how long the sweep took.
+//! `Region::sweep`, and how long the sweep took, and fails unless the sweep
+//! reclaimed the child and every chunk it held. A watchdog ends the run
+//! (and the child) if anything takes longer than 30 s.
 
 use shmbox::{Config, Region};
 use std::io::{BufRead, BufReader};
@@ -22,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return child(&args.next().ok_or("region name missing")?);
     }
     let name = format!("crash-recovery-{}", std::process::id());
+    watchdog(&name, Duration::from_secs(30));
     let region = Region::create(&name, &Config::default())?;
     let result = run(&region, &name);
     Region::remove(&name)?;
@@ -38,6 +41,7 @@ fn run(region: &Region, name: &str) -> Result<(), Box<dyn std::error::Error>> {
     BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     if line.trim() != "ready" {
         child.kill()?;
+        child.wait()?;
         return Err(format!("child said {line:?}").into());
     }
     // Queue a few messages for the child that it will never read.
@@ -66,6 +70,22 @@ fn run(region: &Region, name: &str) -> Result<(), Box<dyn std::error::Error>> {
         took.as_secs_f64() * 1e6
     );
     print_pool("after the sweep", region);
+    // Everything the victim held is free again; the survivor may keep a
+    // few chunks of its own for its next loans.
+    let kept = region
+        .participants()
+        .iter()
+        .map(|p| u64::from(p.holding))
+        .sum::<u64>();
+    let (free, count) = region.pool_usage().iter().fold((0, 0), |(f, c), u| {
+        (f + u64::from(u.free), c + u64::from(u.count))
+    });
+    if report.participants != 1 || free + kept != count {
+        return Err(format!(
+            "the sweep left chunks behind: {report:?}, {free} free + {kept} kept of {count}"
+        )
+        .into());
+    }
     let idle = Instant::now();
     let nothing = region.sweep();
     println!(
@@ -101,6 +121,18 @@ fn child(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(Duration::from_secs(60));
     drop((loans, held));
     Ok(())
+}
+
+/// Ends the process (removing the region, and with it the child's
+/// chance to hang on) if the run takes longer than `limit`.
+fn watchdog(name: &str, limit: Duration) {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("crash_recovery: watchdog: still running after {limit:?}");
+        let _ = Region::remove(&name);
+        std::process::exit(2);
+    });
 }
 
 fn names(region: &Region) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! kernel (`write_all` / `read_exact` of the whole payload), whatever the
 //! payload mode; "written" adds filling and checking it, as for the others.
 
-use super::{check_echo, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
+use super::{check_echo, clock_mask, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
 use crate::measure::{sample, Ctx, LatencyBudget};
 use crate::payload;
 use crate::proc::Peer;
@@ -221,21 +221,12 @@ pub(crate) fn unix_throughput(
     let mut reader = BufReader::with_capacity(256 << 10, &stream);
     let mut buf = vec![0u8; size];
     let mut meter = Meter::new(size, ctx.plan.warmup);
-    let result = (|| {
-        let mut expected = 1;
-        loop {
-            reader
-                .read_exact(&mut buf)
-                .map_err(|e| format!("read: {e}"))?;
-            let seq = payload::read(&buf, reads)?;
-            if seq == END {
-                return meter.finish(expected - 1);
-            }
-            if seq != expected {
-                return Err(format!("expected message {expected}, got {seq}"));
-            }
-            meter.message(seq);
-            expected += 1;
+    let result = (|| loop {
+        reader
+            .read_exact(&mut buf)
+            .map_err(|e| format!("read: {e}"))?;
+        if let Some(done) = meter.count(payload::read(&buf, reads)?)? {
+            return Ok(done);
         }
     })();
     let result = result.map_err(|e| peer.explain(e))?;
@@ -248,7 +239,7 @@ pub(crate) fn unix_sender(socket: &str, size: usize, run_ms: u64) -> Result<(), 
     let mut stream =
         UnixStream::connect_addr(&abstract_addr(socket)?).map_err(|e| format!("connect: {e}"))?;
     let run = std::time::Duration::from_millis(run_ms);
-    let mask = (65_536 / size).max(1).next_power_of_two() as u64 - 1;
+    let mask = clock_mask(size);
     let started = std::time::Instant::now();
     let mut buf = vec![0u8; size];
     let mut seq = 1u64;

@@ -159,12 +159,20 @@ pub(crate) fn check_echo(sent: u64, got: u64) -> Result<(), String> {
     }
 }
 
+/// Mask of the message numbers at which streams read the clock: about once
+/// per 64 KiB of payload, so that small messages do not pay for it.
+pub(crate) fn clock_mask(size: usize) -> u64 {
+    (65_536 / size.max(1)).max(1).next_power_of_two() as u64 - 1
+}
+
 /// Times a one-direction stream as the receiver sees it: from the first
 /// message after a warm-up to the end marker (from the first message if
 /// the stream ended within the warm-up). The clock is read only on every
 /// `2^k`-th message, so small messages are not slowed by it.
 pub(crate) struct Meter {
     mask: u64,
+    /// The next message number [`count`](Self::count) expects.
+    expected: u64,
     warmup: Duration,
     first: Option<(Instant, u64)>,
     warmed: Option<(Instant, u64)>,
@@ -173,9 +181,9 @@ pub(crate) struct Meter {
 impl Meter {
     /// A meter for messages of `size` bytes, ignoring the first `warmup`.
     pub(crate) fn new(size: usize, warmup: Duration) -> Meter {
-        let every = (65_536 / size.max(1)).max(1).next_power_of_two() as u64;
         Meter {
-            mask: every - 1,
+            mask: clock_mask(size),
+            expected: 1,
             warmup,
             first: None,
             warmed: None,
@@ -196,6 +204,22 @@ impl Meter {
             }
             Some(_) => {}
         }
+    }
+
+    /// Counts the next message of a lossless stream, numbered `seq`:
+    /// `Ok(Some((messages, seconds)))` at the end marker, an error if a
+    /// message is missing or out of order.
+    #[inline]
+    pub(crate) fn count(&mut self, seq: u64) -> Result<Option<(u64, f64)>, String> {
+        if seq == crate::spec::END {
+            return self.finish(self.expected - 1).map(Some);
+        }
+        if seq != self.expected {
+            return Err(format!("expected message {}, got {seq}", self.expected));
+        }
+        self.message(seq);
+        self.expected += 1;
+        Ok(None)
     }
 
     /// The end marker arrived after message `last`: (messages, seconds)

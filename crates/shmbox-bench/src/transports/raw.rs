@@ -14,7 +14,7 @@
 //!   slots; line 0 is the producer's head, line 1 the consumer's tail,
 //!   line 2 the producer's ready flag.
 
-use super::{check_echo, spin_wait, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
+use super::{check_echo, clock_mask, spin_wait, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
 use crate::measure::{sample, Ctx, LatencyBudget};
 use crate::payload;
 use crate::shm::{self, SharedMem};
@@ -232,7 +232,7 @@ fn consume(
 ) -> Result<(u64, f64), String> {
     let (head, tail) = (&mem.line(HEAD).word, &mem.line(TAIL).word);
     let mut meter = Meter::new(size, warmup);
-    let (mut pos, mut cached_head, mut expected) = (0u64, 0u64, 1u64);
+    let (mut pos, mut cached_head) = (0u64, 0u64);
     loop {
         if pos == cached_head {
             cached_head = spin_wait(head, ROUND_TIMEOUT, |h| h != pos)?;
@@ -241,14 +241,9 @@ fn consume(
         let seq = payload::read(&mem.data()[at..at + size], reads)?;
         pos += 1;
         tail.store(pos, Ordering::Release);
-        if seq == END {
-            return meter.finish(expected - 1);
+        if let Some(done) = meter.count(seq)? {
+            return Ok(done);
         }
-        if seq != expected {
-            return Err(format!("expected message {expected}, got {seq}"));
-        }
-        meter.message(seq);
-        expected += 1;
     }
 }
 
@@ -263,7 +258,7 @@ pub(crate) fn ring_sender(
     let mut mem = SharedMem::open(object, 3, slots * size)?;
     mem.line(RING_READY).word.store(READY, Ordering::Release);
     let run = Duration::from_millis(run_ms);
-    let mask = (65_536 / size).max(1).next_power_of_two() as u64 - 1;
+    let mask = clock_mask(size);
     let started = Instant::now();
     let (mut head, mut cached_tail, mut seq) = (0u64, 0u64, 1u64);
     loop {

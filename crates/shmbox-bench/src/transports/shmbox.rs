@@ -5,7 +5,7 @@
 //! it; pong reads it in place, loans a chunk of the same size for the
 //! reply, sends it back to the sender and then drops the message.
 
-use super::{check_echo, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
+use super::{check_echo, clock_mask, Meter, PEER_IDLE_TIMEOUT, ROUND_TIMEOUT};
 use crate::measure::{new_histogram, sample, Ctx, LatencyBudget};
 use crate::payload;
 use crate::proc::Peer;
@@ -240,7 +240,6 @@ fn count_stream(
     batches: bool,
 ) -> Result<(u64, f64), String> {
     let mut meter = Meter::new(size, ctx.plan.warmup);
-    let mut expected = 1;
     receive_from_peer(ctx, rx, role, |msg| {
         if msg.is_batch() != batches {
             return Err(match batches {
@@ -251,15 +250,9 @@ fn count_stream(
         // A plain message is one record.
         for record in msg.records() {
             let record = record.map_err(|e| e.to_string())?;
-            let seq = payload::read(record, reads)?;
-            if seq == END {
-                return meter.finish(expected - 1).map(Some);
+            if let Some(done) = meter.count(payload::read(record, reads)?)? {
+                return Ok(Some(done));
             }
-            if seq != expected {
-                return Err(format!("expected message {expected}, got {seq}"));
-            }
-            meter.message(seq);
-            expected += 1;
         }
         Ok(None)
     })
@@ -272,7 +265,7 @@ pub(crate) fn batch_sender(region: &str, size: usize, run_ms: u64) -> Result<(),
     let tx = join(&region, "tx", WaitStrategy::Park)?;
     let rx = region.address("rx").map_err(|e| e.to_string())?;
     let run = Duration::from_millis(run_ms);
-    let mask = (65_536 / size).max(1).next_power_of_two() as u64 - 1;
+    let mask = clock_mask(size);
     let started = Instant::now();
     let mut seq = 1u64;
     loop {
@@ -347,7 +340,7 @@ pub(crate) fn sender(
         );
     }
     let run = Duration::from_millis(run_ms);
-    let mask = (65_536 / size).max(1).next_power_of_two() as u64 - 1;
+    let mask = clock_mask(size);
     let started = Instant::now();
     let mut seq = 1u64;
     loop {
