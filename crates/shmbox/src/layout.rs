@@ -164,26 +164,41 @@ pub(crate) enum LayoutError {
     Size { found: u64, expected: u64 },
 }
 
+/// Bytes of one mailbox: its head and tail lines, then its cells.
+fn mailbox_stride(capacity: u32) -> u64 {
+    MAILBOX_CELLS + round_up(u64::from(capacity) * 8, PAIR)
+}
+
+/// Bytes of one class's pool: its waiters line and its free bitmap.
+fn pool_bytes(count: u32) -> u64 {
+    round_up(LINE + u64::from(count).div_ceil(64) * 8, PAIR)
+}
+
+/// Bytes of one chunk of `size` payload bytes: header and payload, in whole
+/// lines (saturating for an absurd size).
+fn chunk_stride(size: u64) -> u64 {
+    round_up(CHUNK_HEADER + size.min(u64::MAX / 4), LINE)
+}
+
 impl Layout {
     /// Computes where everything goes for `config` (assumed valid).
     pub(crate) fn compute(config: &Config) -> Layout {
         let slots_offset = HEADER_SIZE;
         let n = u64::from(config.max_participants);
         let mailboxes_offset = slots_offset + n * SLOT_SIZE;
-        let mailbox_stride = MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, PAIR);
+        let mailbox_stride = mailbox_stride(config.mailbox_capacity);
         let mut at = mailboxes_offset + n * mailbox_stride;
         let mut classes = Vec::with_capacity(config.classes.len());
         for c in &config.classes {
-            let bitmap_words = (c.count as usize).div_ceil(64);
             let pool_offset = at;
-            at += round_up(LINE + bitmap_words as u64 * 8, PAIR);
+            at += pool_bytes(c.count);
             classes.push(ClassLayout {
                 size: c.size,
                 count: c.count,
                 pool_offset,
-                bitmap_words,
+                bitmap_words: (c.count as usize).div_ceil(64),
                 chunks_offset: 0,
-                stride: round_up(CHUNK_HEADER + c.size, LINE),
+                stride: chunk_stride(c.size),
             });
         }
         for c in &mut classes {
@@ -200,17 +215,17 @@ impl Layout {
         }
     }
 
-    /// Total bytes for `config` without validating it (saturating).
+    /// Total bytes for `config` without validating it: what
+    /// [`compute`](Self::compute) would give, saturating instead of
+    /// overflowing on an absurd config.
     pub(crate) fn compute_size(config: &Config) -> u64 {
         let n = u64::from(config.max_participants);
-        let mut total = HEADER_SIZE
-            + n * SLOT_SIZE
-            + n * (MAILBOX_CELLS + round_up(u64::from(config.mailbox_capacity) * 8, PAIR));
+        let mut total = HEADER_SIZE + n * (SLOT_SIZE + mailbox_stride(config.mailbox_capacity));
         for c in &config.classes {
-            let bitmap = round_up(LINE + (c.count as u64).div_ceil(64) * 8, PAIR);
-            let chunks = u64::from(c.count)
-                .saturating_mul(round_up(CHUNK_HEADER + c.size.min(u64::MAX / 4), LINE));
-            total = total.saturating_add(bitmap).saturating_add(chunks);
+            let chunks = u64::from(c.count).saturating_mul(chunk_stride(c.size));
+            total = total
+                .saturating_add(pool_bytes(c.count))
+                .saturating_add(chunks);
         }
         round_up(total.min(u64::MAX / 2), 4096)
     }
@@ -889,6 +904,24 @@ mod tests {
             .with_classes(&[SizeClass::new(64, 10), SizeClass::new(1000, 3)])
             .with_max_participants(4)
             .with_mailbox_capacity(8)
+    }
+
+    #[test]
+    fn the_size_without_a_layout_is_the_layout_size() {
+        for config in [
+            small(),
+            Config::default(),
+            Config::default()
+                .with_classes(&[SizeClass::new(1, 1), SizeClass::new(33, 65)])
+                .with_max_participants(1)
+                .with_mailbox_capacity(2),
+        ] {
+            assert_eq!(
+                Layout::compute_size(&config),
+                Layout::compute(&config).total_size,
+                "{config}"
+            );
+        }
     }
 
     fn fresh(config: &Config) -> Mapped {

@@ -184,8 +184,7 @@ impl<'a, H: Holders> Pool<'a, H> {
         if prev & bit == 0 {
             Released::NotHeld
         } else if prev == bit {
-            let w = index as usize / 64;
-            self.bitmap[w].fetch_or(1u64 << (index % 64), Ordering::Release);
+            self.mark_free(index);
             Released::Freed
         } else {
             Released::Shared
@@ -193,8 +192,7 @@ impl<'a, H: Holders> Pool<'a, H> {
     }
 
     /// Sets chunk `index`'s free bit, after its holders word reached zero
-    /// by other means than [`release`](Self::release) (a sweep).
-    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    /// (in [`release`](Self::release), or in a sweep).
     pub(crate) fn mark_free(&self, index: u32) {
         debug_assert!(index < self.count);
         self.bitmap[index as usize / 64].fetch_or(1u64 << (index % 64), Ordering::Release);
@@ -231,30 +229,29 @@ impl<'a, H: Holders> Pool<'a, H> {
             .count() as u32
     }
 
+    /// Number of chunks whose holders word satisfies `pred` (racy; for
+    /// inspection).
+    fn count_holders(&self, pred: impl Fn(u64) -> bool) -> u32 {
+        (0..self.count)
+            .filter(|&i| pred(self.chunks.holders(i).load(Ordering::Relaxed)))
+            .count() as u32
+    }
+
     /// Number of chunks held, but by none of `live` (racy; for inspection).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn held_without(&self, live: u64) -> u32 {
-        (0..self.count)
-            .filter(|&i| {
-                let holders = self.chunks.holders(i).load(Ordering::Relaxed);
-                holders != 0 && holders & live == 0
-            })
-            .count() as u32
+        self.count_holders(|h| h != 0 && h & live == 0)
     }
 
     /// Number of chunks carrying `bit` (racy; for inspection).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn held_by(&self, bit: u64) -> u32 {
-        (0..self.count)
-            .filter(|&i| self.chunks.holders(i).load(Ordering::Relaxed) & bit != 0)
-            .count() as u32
+        self.count_holders(|h| h & bit != 0)
     }
 
     /// Number of chunks whose holders word is zero (racy; for inspection).
     pub(crate) fn free_count(&self) -> u32 {
-        (0..self.count)
-            .filter(|&i| self.chunks.holders(i).load(Ordering::Relaxed) == 0)
-            .count() as u32
+        self.count_holders(|h| h == 0)
     }
 }
 

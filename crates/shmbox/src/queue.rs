@@ -301,6 +301,7 @@ impl<'a> OffsetQueue<'a> {
     /// parked or closed) nor `head + 1` (an entry): only a scribble on the
     /// region makes one, and a receiver must report it rather than poll it
     /// for ever.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn corrupt_head(&self) -> Option<u64> {
         let head = self.head.load(Ordering::Relaxed);
         let current = self.cell(head).load(Ordering::Acquire);
