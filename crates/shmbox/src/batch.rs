@@ -1,19 +1,5 @@
 //! Batches: many small messages written in place into one chunk and sent
-//! as one mailbox entry.
-//!
-//! Every message sent on its own costs a chunk, a queue entry and the
-//! hand-over of the chunk's lines between the two cores; for messages of a
-//! few bytes that is most of the work. A [`Batch`] packs messages as
-//! *records* into one chunk: the sender writes each record in place, then
-//! sends the batch like any loan; the receiver reads the records in place
-//! with [`Message::records`], in order, and releases the chunk when it drops
-//! the message. Nothing is copied, and nothing is lost: the batch arrives
-//! whole or not at all.
-//!
-//! A record is an 8-byte header (its length as a little-endian `u32`, then
-//! four zero bytes) followed by its bytes, padded to a multiple of 8; every
-//! record therefore starts 8-byte aligned. The receiver checks every length
-//! against the bytes the batch has before it hands out a record.
+//! as one mailbox entry (see [`Batch`] for why and for the record format).
 
 use crate::error::Corruption;
 use crate::mailbox::{Loan, Message};

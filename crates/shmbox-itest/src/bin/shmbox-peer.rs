@@ -7,7 +7,8 @@
 //! shmbox-peer torture REGION INDEX PEERS LOG_DIR STOP_FILE SEED
 //! ```
 //!
-//! Each prints one line starting with `ok` or `FAIL` and exits 0 or 1.
+//! Each prints one line starting with `ok` or `FAIL` and exits 0 or 1. A
+//! peer whose parent (the test) dies gets SIGKILL, so none outlives it.
 
 use shmbox::{Config, Region, SizeClass, WaitStrategy};
 use shmbox_itest::{fill, message_len, mix, verify};
@@ -19,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn main() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no
+    // memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("recv") if args.len() == 6 => {
