@@ -485,14 +485,33 @@ pub(crate) struct MailboxView<'a> {
 /// Flag in a chunk header's `len` word: the payload is a batch of records.
 pub(crate) const BATCH_FLAG: u64 = 1 << 63;
 
-/// A chunk's header. `sender` and `dest` pack `slot << 32 | generation`;
-/// `len` is the message's length, with [`BATCH_FLAG`] for a batch.
-#[derive(Clone, Copy)]
-pub(crate) struct ChunkView<'a> {
-    pub holders: &'a AtomicU64,
-    pub len: &'a AtomicU64,
-    pub sender: &'a AtomicU64,
-    pub dest: &'a AtomicU64,
+/// A chunk's header, the first [`CHUNK_HEADER`] bytes of its first line;
+/// its payload follows on the same line. `sender` and `dest` pack
+/// `slot << 32 | generation`; `len` is the message's length, with
+/// [`BATCH_FLAG`] for a batch.
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    pub holders: AtomicU64,
+    pub len: AtomicU64,
+    pub sender: AtomicU64,
+    pub dest: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<ChunkHeader>() as u64 == CHUNK_HEADER);
+
+/// A chunk's header in the region. Only [`Mapped::chunk_at`] makes one, so
+/// a whole chunk (header and payload) lies behind every such reference.
+pub(crate) type ChunkView<'a> = &'a ChunkHeader;
+
+impl ChunkHeader {
+    /// The chunk's payload, right after the header.
+    #[inline]
+    pub(crate) fn payload(&self) -> *mut u8 {
+        // A `ChunkHeader` is only ever reached through `Mapped::chunk_at`
+        // (it is never built by value), so the chunk's payload follows it
+        // in the same allocation; this is pointer arithmetic only.
+        (self as *const ChunkHeader as *mut u8).wrapping_add(CHUNK_HEADER as usize)
+    }
 }
 
 /// A chunk located in the region (see [`Mapped::chunk_at`]).
@@ -554,6 +573,34 @@ impl Mapped {
             layout.total_size,
             "layout does not match the memory"
         );
+        // The arrays indexed on hot paths (slots, mailboxes, each class's
+        // chunks) lie inside the memory, and each element holds what is
+        // read from it: `element` relies on this and checks only the index.
+        let fits = |offset: u64, stride: u64, n: u32, need: u64| {
+            stride >= need
+                && stride % LINE == 0
+                && offset % LINE == 0
+                && u64::from(n)
+                    .checked_mul(stride)
+                    .and_then(|bytes| bytes.checked_add(offset))
+                    .is_some_and(|end| end <= layout.total_size)
+        };
+        let max = layout.config.max_participants;
+        assert!(fits(layout.slots_offset, SLOT_SIZE, max, SLOT_SIZE));
+        assert!(fits(
+            layout.mailboxes_offset,
+            layout.mailbox_stride,
+            max,
+            MAILBOX_CELLS + 8 * u64::from(layout.config.mailbox_capacity)
+        ));
+        for c in &layout.classes {
+            assert!(fits(
+                c.chunks_offset,
+                c.stride,
+                c.count,
+                CHUNK_HEADER + c.size
+            ));
+        }
         let base = backing.base();
         Mapped {
             backing,
@@ -583,20 +630,20 @@ impl Mapped {
         unsafe { std::slice::from_raw_parts(self.base.add(off as usize).cast(), n) }
     }
 
-    /// `len` bytes at `off`, bounds-checked once; fields inside are then
-    /// reached without further checks (hot paths build views per message).
+    /// Element `i` of an array of `n` elements of `stride` bytes at
+    /// `offset`, one of those [`new`](Self::new) checked to lie inside the
+    /// memory: only the index is checked here (hot paths build views per
+    /// message). Fields inside are then reached without further checks.
     #[inline]
-    fn block(&self, off: u64, len: u64) -> Block<'_> {
-        // Every block starts on a line by construction of the layout (all
-        // section offsets and strides are multiples of 64, and `validate`
-        // accepts only a header that matches the recomputed layout); the
-        // bound is what a bad index would break, so it is checked always.
-        debug_assert!(off % LINE == 0);
-        assert!(off + len <= self.layout.total_size);
+    fn element(&self, offset: u64, stride: u64, i: u32, n: u32) -> Block<'_> {
+        assert!(i < n, "index {i} out of {n}");
+        let off = offset + u64::from(i) * stride;
+        debug_assert!(off % LINE == 0 && off + stride <= self.layout.total_size);
         Block {
-            // SAFETY: `off` is inside the region (checked above).
+            // SAFETY: `new` checked that all `n` elements lie inside the
+            // memory, and `i < n` (checked above).
             ptr: unsafe { self.base.add(off as usize) },
-            len,
+            len: stride,
             _mapped: std::marker::PhantomData,
         }
     }
@@ -645,10 +692,11 @@ impl Mapped {
 
     #[inline]
     pub(crate) fn slot(&self, slot: u32) -> SlotView<'_> {
-        assert!(slot < self.layout.config.max_participants);
-        let b = self.block(
-            self.layout.slots_offset + u64::from(slot) * SLOT_SIZE,
+        let b = self.element(
+            self.layout.slots_offset,
             SLOT_SIZE,
+            slot,
+            self.layout.config.max_participants,
         );
         SlotView {
             state: b.u64(0),
@@ -662,11 +710,11 @@ impl Mapped {
 
     #[inline]
     pub(crate) fn mailbox(&self, slot: u32) -> MailboxView<'_> {
-        assert!(slot < self.layout.config.max_participants);
-        let stride = self.layout.mailbox_stride;
-        let b = self.block(
-            self.layout.mailboxes_offset + u64::from(slot) * stride,
-            stride,
+        let b = self.element(
+            self.layout.mailboxes_offset,
+            self.layout.mailbox_stride,
+            slot,
+            self.layout.config.max_participants,
         );
         let cap = self.layout.config.mailbox_capacity as usize;
         MailboxView {
@@ -689,16 +737,17 @@ impl Mapped {
     }
 
     /// The wait list of loaners blocked on an exhausted class.
+    /// Whether loaners sleep waiting for a chunk of `class` (the
+    /// `waiters` count of [`pool_waiters`](Self::pool_waiters)).
+    #[inline]
+    pub(crate) fn loaners_waiting(&self, class: u8) -> bool {
+        let c = &self.layout.classes[class as usize];
+        self.u32_at(c.pool_offset).load(Ordering::Relaxed) != 0
+    }
+
     pub(crate) fn pool_waiters(&self, class: u8) -> EventCount<'_> {
         let c = &self.layout.classes[class as usize];
         EventCount::new(self.u32_at(c.pool_offset), self.u32_at(c.pool_offset + 4))
-    }
-
-    #[inline]
-    fn chunk_offset(&self, r: ChunkRef) -> u64 {
-        let c = &self.layout.classes[r.class as usize];
-        assert!(r.index < c.count);
-        c.chunks_offset + u64::from(r.index) * c.stride
     }
 
     /// Chunk `r`'s header view.
@@ -711,20 +760,40 @@ impl Mapped {
     /// with one bounds check.
     #[inline]
     pub(crate) fn chunk_at(&self, r: ChunkRef) -> ChunkAt<'_> {
-        let c = &self.layout.classes[r.class as usize];
-        let b = self.block(self.chunk_offset(r), c.stride);
-        // SAFETY: the block spans the whole chunk (checked above), whose
-        // payload starts after the header.
-        let payload = unsafe { b.ptr.add(CHUNK_HEADER as usize) };
+        self.chunk_in(&self.layout.classes[r.class as usize], r)
+    }
+
+    /// The chunk a value read from a mailbox cell names, validated: its
+    /// class must exist and its index be below the class's count.
+    #[inline]
+    pub(crate) fn entry(&self, value: u32) -> Result<ChunkAt<'_>, BadEntry> {
+        let class = (value >> ENTRY_CLASS_SHIFT).wrapping_sub(1);
+        let index = value & ENTRY_INDEX_MASK;
+        match self.layout.classes.get(class as usize) {
+            Some(c) if index < c.count => Ok(self.chunk_in(
+                c,
+                ChunkRef {
+                    class: class as u8,
+                    index,
+                },
+            )),
+            _ => Err(BadEntry(value)),
+        }
+    }
+
+    /// [`chunk_at`](Self::chunk_at) with `r`'s class layout `c` at hand.
+    #[inline(always)]
+    fn chunk_in(&self, c: &ClassLayout, r: ChunkRef) -> ChunkAt<'_> {
+        let b = self.element(c.chunks_offset, c.stride, r.index, c.count);
+        // SAFETY: the block spans the whole chunk: its header, 64-aligned
+        // (elements start on a line), then its payload (`new` checked the
+        // stride holds both). Shared memory is only accessed atomically
+        // through the header.
+        let header = unsafe { &*b.ptr.cast::<ChunkHeader>() };
         ChunkAt {
             r,
-            header: ChunkView {
-                holders: b.u64(0),
-                len: b.u64(8),
-                sender: b.u64(16),
-                dest: b.u64(24),
-            },
-            payload,
+            header,
+            payload: header.payload(),
             capacity: c.size as usize,
         }
     }
@@ -776,16 +845,16 @@ pub(crate) fn prefetch_write(ptr: *const u8) {
     let _ = ptr;
 }
 
-/// Starts fetching chunk `c`'s header line (with its first payload bytes)
-/// for writing, and its second line for reading (`write_payload`: for
-/// writing too).
+/// Starts fetching the header line of chunk `c` (with its first payload
+/// bytes) for writing, and, if a `len`-byte payload reaches past that line,
+/// its second line too, for writing or (`write_payload` false) reading.
+/// A line the message does not use is left alone: fetching it would only
+/// take it away from the other side for nothing.
 #[inline(always)]
-pub(crate) fn prefetch_chunk(c: &ChunkAt<'_>, write_payload: bool) {
-    // The header's line holds the first payload bytes too.
-    let header = c.payload.wrapping_sub(CHUNK_HEADER as usize);
-    prefetch_write(header);
-    if c.capacity as u64 > LINE - CHUNK_HEADER {
-        let second = header.wrapping_add(LINE as usize);
+pub(crate) fn prefetch_chunk(c: &ChunkAt<'_>, len: usize, write_payload: bool) {
+    prefetch_write(c.header as *const ChunkHeader as *const u8);
+    if len as u64 > LINE - CHUNK_HEADER {
+        let second = c.payload.wrapping_add((LINE - CHUNK_HEADER) as usize);
         if write_payload {
             prefetch_write(second);
         } else {

@@ -6,9 +6,7 @@ use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
-use crate::layout::{
-    self, BadEntry, ChunkAt, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS,
-};
+use crate::layout::{self, ChunkAt, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS};
 use crate::notify::EventCount;
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
@@ -157,9 +155,9 @@ pub struct Mailbox {
     /// Chunks this participant freed as their last holder and kept, still
     /// carrying its holder bit (so a sweep reclaims them if it dies): the
     /// next loan of the class takes one without touching the shared pool.
-    cache: [RefCell<Vec<u32>>; MAX_CLASSES],
-    /// Chunks in `cache`, all classes.
-    cached: Cell<u32>,
+    cache: Kept,
+    /// Where a refill from the shared pool lands first.
+    refill: RefCell<Vec<u32>>,
     /// Receives in a row that found nothing.
     empty_polls: Cell<u32>,
     /// Chunks per class `cache` keeps between messages: at most
@@ -172,6 +170,68 @@ pub struct Mailbox {
     unpublished: Cell<u32>,
 }
 
+/// The chunks a participant keeps, per class: a stack (the chunk freed
+/// last is loaned first, its lines still in this core's cache), oldest at
+/// the bottom. Local to the participant, so plain cells.
+#[derive(Default)]
+struct Kept {
+    chunks: [[Cell<u32>; CACHE_PER_CLASS]; MAX_CLASSES],
+    lens: [Cell<u8>; MAX_CLASSES],
+    /// Chunks kept, all classes.
+    total: Cell<u32>,
+}
+
+impl Kept {
+    #[inline]
+    fn len(&self, class: u8) -> usize {
+        usize::from(self.lens[class as usize].get())
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.total.get() == 0
+    }
+
+    /// The chunk of `class` kept last.
+    #[inline]
+    fn pop(&self, class: u8) -> Option<u32> {
+        let len = self.len(class).checked_sub(1)?;
+        self.lens[class as usize].set(len as u8);
+        self.total.set(self.total.get() - 1);
+        Some(self.chunks[class as usize][len].get())
+    }
+
+    /// Keeps `index`; `false` if the class's stack is full.
+    #[inline]
+    fn push(&self, class: u8, index: u32) -> bool {
+        let len = self.len(class);
+        let Some(top) = self.chunks[class as usize].get(len) else {
+            return false;
+        };
+        top.set(index);
+        self.lens[class as usize].set(len as u8 + 1);
+        self.total.set(self.total.get() + 1);
+        true
+    }
+
+    /// Moves up to `out.len()` of the oldest chunks of `class` into `out`;
+    /// returns how many.
+    fn take_oldest(&self, class: u8, out: &mut [u32]) -> usize {
+        let stack = &self.chunks[class as usize];
+        let len = self.len(class);
+        let n = out.len().min(len);
+        for (o, c) in out.iter_mut().zip(stack) {
+            *o = c.get();
+        }
+        for i in n..len {
+            stack[i - n].set(stack[i].get());
+        }
+        self.lens[class as usize].set((len - n) as u8);
+        self.total.set(self.total.get() - n as u32);
+        n
+    }
+}
+
 /// A receive's outcome for a waiting receive: `None` to keep waiting.
 fn received(r: Result<Message<'_>, TryRecvError>) -> Option<Result<Message<'_>, RecvTimeoutError>> {
     match r {
@@ -179,6 +239,16 @@ fn received(r: Result<Message<'_>, TryRecvError>) -> Option<Result<Message<'_>, 
         Err(TryRecvError::Corrupt(c)) => Some(Err(c.into())),
         Err(TryRecvError::Empty) => None,
     }
+}
+
+/// Whether a receive that refused an entry holds its chunk.
+struct Held(bool);
+
+/// Why a receive did not return the entry it took.
+enum Refused {
+    /// Not a message for us: look at the next entry.
+    Skipped,
+    Corrupt(Corruption),
 }
 
 /// Why one delivery attempt failed.
@@ -217,8 +287,8 @@ impl Mailbox {
             name: name.into(),
             strategy: Cell::new(strategy),
             hints: Default::default(),
-            cache: Default::default(),
-            cached: Cell::new(0),
+            cache: Kept::default(),
+            refill: RefCell::new(Vec::with_capacity(CLAIM_BATCH)),
             empty_polls: Cell::new(0),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
@@ -280,54 +350,71 @@ impl Mailbox {
 
     // ---- loans -------------------------------------------------------------
 
+    /// A chunk for `len` bytes: one we keep if we have one, else a few
+    /// from the shared pool.
     #[inline]
     fn claim(&self, len: usize) -> Result<ChunkRef, TryLoanError> {
         let m = self.mapped();
-        let class = m.class_for(len).ok_or(TryLoanError::TooLarge {
-            requested: len,
-            max: m.layout.config.max_message_size(),
-        })?;
-        let mut cache = self.cache[class as usize].borrow_mut();
-        if cache.is_empty() {
-            // From a large pool take a few at once: one bitmap update, and
-            // the holders lines fetched side by side.
-            let layout = &m.layout.classes[class as usize];
-            let batch = if layout.count >= BATCH_MIN_POOL {
-                CLAIM_BATCH
-            } else {
-                1
-            };
-            let hint = &self.hints[class as usize];
-            match m
-                .pool(class)
-                .try_claim_many(self.bit, hint.get(), batch, &mut cache)
-            {
-                Some(word) => {
-                    hint.set(word);
-                    self.cached.set(self.cached.get() + cache.len() as u32);
-                }
-                None => {
-                    return Err(TryLoanError::Exhausted {
-                        class_size: layout.size,
-                    })
-                }
-            }
+        let Some(class) = m.class_for(len) else {
+            return Err(self.too_large(len));
+        };
+        if let Some(index) = self.cache.pop(class) {
+            return Ok(ChunkRef { class, index });
         }
-        let index = cache.pop().expect("cache refilled above");
-        self.cached.set(self.cached.get() - 1);
+        self.claim_shared(class)
+    }
+
+    #[cold]
+    fn too_large(&self, len: usize) -> TryLoanError {
+        TryLoanError::TooLarge {
+            requested: len,
+            max: self.mapped().layout.config.max_message_size(),
+        }
+    }
+
+    /// [`claim`](Self::claim) from the shared pool of `class` (our cache
+    /// of it is empty).
+    #[inline(never)]
+    fn claim_shared(&self, class: u8) -> Result<ChunkRef, TryLoanError> {
+        let m = self.mapped();
+        let mut refill = self.refill.borrow_mut();
+        refill.clear();
+        // From a large pool take a few at once: one bitmap update, and the
+        // holders lines fetched side by side.
+        let layout = &m.layout.classes[class as usize];
+        let batch = if layout.count >= BATCH_MIN_POOL {
+            CLAIM_BATCH
+        } else {
+            1
+        };
+        let hint = &self.hints[class as usize];
+        let Some(word) = m
+            .pool(class)
+            .try_claim_many(self.bit, hint.get(), batch, &mut refill)
+        else {
+            return Err(TryLoanError::Exhausted {
+                class_size: layout.size,
+            });
+        };
+        hint.set(word);
+        let index = refill.pop().expect("claimed at least one");
+        for &kept in refill.iter() {
+            let pushed = self.cache.push(class, kept);
+            debug_assert!(pushed, "an empty cache holds a claim batch");
+        }
         Ok(ChunkRef { class, index })
     }
 
+    #[inline]
     fn loan_from(&self, chunk: ChunkRef, len: usize) -> Loan<'_> {
         let at = self.mapped().chunk_at(chunk);
         // The loaner writes the payload next and the header when it sends:
         // the last receiver may still have both lines.
-        layout::prefetch_chunk(&at, true);
+        layout::prefetch_chunk(&at, len, true);
         Loan {
             mailbox: self,
             chunk,
             header: at.header,
-            ptr: at.payload,
             len,
             capacity: at.capacity,
             batch: false,
@@ -348,6 +435,7 @@ impl Mailbox {
     /// assert_eq!(&*me.try_recv()?, b"hello");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, TryLoanError> {
         self.claim(len).map(|c| self.loan_from(c, len))
     }
@@ -375,22 +463,38 @@ impl Mailbox {
 
     /// Loans a chunk of at least `len` bytes, waiting for one to be released
     /// if the size class is exhausted.
+    #[inline]
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, LoanError> {
         self.loan_wait(len, None)
     }
 
     /// Like [`loan`](Self::loan), waiting at most `timeout`.
+    #[inline]
     pub fn loan_timeout(&self, len: usize, timeout: Duration) -> Result<Loan<'_>, LoanError> {
         self.loan_wait(len, Some(timeout))
     }
 
+    #[inline]
     fn loan_wait(&self, len: usize, timeout: Option<Duration>) -> Result<Loan<'_>, LoanError> {
         match self.claim(len) {
             Ok(c) => Ok(self.loan_from(c, len)),
-            Err(TryLoanError::TooLarge { requested, max }) => {
+            Err(e) => self.loan_refused(len, e, timeout),
+        }
+    }
+
+    /// The rest of a waiting loan whose first attempt failed.
+    #[inline(never)]
+    fn loan_refused(
+        &self,
+        len: usize,
+        refused: TryLoanError,
+        timeout: Option<Duration>,
+    ) -> Result<Loan<'_>, LoanError> {
+        match refused {
+            TryLoanError::TooLarge { requested, max } => {
                 Err(LoanError::TooLarge { requested, max })
             }
-            Err(TryLoanError::Exhausted { class_size }) => {
+            TryLoanError::Exhausted { class_size } => {
                 // Others may be short of what we keep too.
                 self.flush_cache();
                 let m = self.mapped();
@@ -453,18 +557,27 @@ impl Mailbox {
     /// blocked loaners.
     #[inline]
     fn release(&self, chunk: ChunkRef, holders: &AtomicU64) {
-        let m = self.mapped();
         // Sole holder, and nobody waiting for this class: keep the chunk
         // for our next loan instead of returning it to the shared pool.
-        if holders.load(Ordering::Relaxed) == self.bit && m.pool_waiters(chunk.class).waiters() == 0
+        if holders.load(Ordering::Relaxed) == self.bit
+            && !self.mapped().loaners_waiting(chunk.class)
+            && self.cache.push(chunk.class, chunk.index)
         {
-            let mut cache = self.cache[chunk.class as usize].borrow_mut();
-            if cache.len() >= CACHE_PER_CLASS {
-                // Full: give the older half back in one go.
-                self.give_back(chunk.class, &mut cache, CACHE_PER_CLASS / 2);
-            }
-            cache.push(chunk.index);
-            self.cached.set(self.cached.get() + 1);
+            return;
+        }
+        self.release_shared(chunk, holders);
+    }
+
+    /// [`release`](Self::release) of a chunk we do not keep for ourselves.
+    #[inline(never)]
+    fn release_shared(&self, chunk: ChunkRef, holders: &AtomicU64) {
+        let m = self.mapped();
+        if holders.load(Ordering::Relaxed) == self.bit && !m.loaners_waiting(chunk.class) {
+            // Our cache is full: give the older half back in one go, and
+            // keep this one.
+            self.give_back(chunk.class, CACHE_PER_CLASS / 2);
+            let pushed = self.cache.push(chunk.class, chunk.index);
+            debug_assert!(pushed, "half the cache was given back");
             return;
         }
         sweep::release(m, &self.region.shared.futex, chunk, self.bit);
@@ -472,13 +585,13 @@ impl Mailbox {
 
     /// Returns the `n` oldest kept chunks of `class` to the shared pool in
     /// one go, and wakes loaners waiting for the class if that freed any.
-    fn give_back(&self, class: u8, cache: &mut Vec<u32>, n: usize) {
+    fn give_back(&self, class: u8, n: usize) {
+        let mut oldest = [0u32; CACHE_PER_CLASS];
+        let n = self.cache.take_oldest(class, &mut oldest[..n]);
         let m = self.mapped();
-        if m.pool(class).release_many(&cache[..n], self.bit) > 0 {
+        if m.pool(class).release_many(&oldest[..n], self.bit) > 0 {
             m.pool_waiters(class).notify(&self.region.shared.futex);
         }
-        cache.drain(..n);
-        self.cached.set(self.cached.get() - n as u32);
     }
 
     /// Returns every cached chunk to the shared pool (before we sleep, so
@@ -510,18 +623,17 @@ impl Mailbox {
     /// Returns cached chunks to the shared pool, oldest first, until each
     /// class keeps at most `keep(class)`.
     fn trim_cache(&self, keep: impl Fn(u8) -> usize) {
-        if self.cached.get() == 0 {
+        if self.cache.is_empty() {
             return;
         }
-        for (class, cache) in self.cache.iter().enumerate() {
-            let mut cache = cache.borrow_mut();
-            if cache.is_empty() {
+        for class in 0..MAX_CLASSES as u8 {
+            let len = self.cache.len(class);
+            if len == 0 {
                 continue;
             }
-            let keep = keep(class as u8);
-            if cache.len() > keep {
-                let excess = cache.len() - keep;
-                self.give_back(class as u8, &mut cache, excess);
+            let keep = keep(class);
+            if len > keep {
+                self.give_back(class, len - keep);
             }
         }
     }
@@ -558,7 +670,7 @@ impl Mailbox {
 
     /// One delivery attempt: hand `loan`'s chunk to `to` by storing its
     /// entry (class and index) in `to`'s message list.
-    #[inline]
+    #[inline(always)]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
         if to.slot >= m.layout.config.max_participants
@@ -604,16 +716,15 @@ impl Mailbox {
         }
     }
 
+    /// Delivers `loan` to `to`'s full mailbox, waiting for room (at most
+    /// `timeout`).
+    #[inline(never)]
     fn send_wait(
         &self,
         loan: &Loan<'_>,
         to: &Address,
         timeout: Option<Duration>,
     ) -> Result<(), Undelivered> {
-        match self.deliver(loan, to) {
-            Err(Undelivered::Full) => {}
-            other => return other,
-        }
         for _ in 0..SEND_SPINS {
             spin_hint();
             match self.deliver(loan, to) {
@@ -655,36 +766,65 @@ impl Mailbox {
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
     /// inside the error: nothing is lost.
+    #[inline]
     pub fn try_send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), TrySendError<'m>> {
         debug_assert!(
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        let mut result = self.deliver(&loan, to);
-        if matches!(result, Err(Undelivered::Full)) && self.region.is_dead(to.slot) {
-            // A full mailbox may be a dead receiver's: reclaim it and say so.
-            self.region.sweep();
-            result = self.deliver(&loan, to);
-        }
-        match result {
+        match self.deliver(&loan, to) {
             Ok(()) => {
                 loan.consume();
                 Ok(())
             }
-            Err(Undelivered::Full) => {
+            Err(e) => self.try_send_refused(loan, to, e),
+        }
+    }
+
+    /// The rest of [`try_send`](Self::try_send) after a first attempt
+    /// failed.
+    #[cold]
+    fn try_send_refused<'m>(
+        &self,
+        loan: Loan<'m>,
+        to: &Address,
+        mut result: Undelivered,
+    ) -> Result<(), TrySendError<'m>> {
+        if matches!(result, Undelivered::Full) && self.region.is_dead(to.slot) {
+            // A full mailbox may be a dead receiver's: reclaim it and say so.
+            self.region.sweep();
+            match self.deliver(&loan, to) {
+                Ok(()) => {
+                    loan.consume();
+                    return Ok(());
+                }
+                Err(e) => result = e,
+            }
+        }
+        match result {
+            Undelivered::Full => {
                 self.count(Counter::Full);
                 Err(TrySendError::Full(loan))
             }
-            Err(Undelivered::Disconnected) => Err(TrySendError::Disconnected(loan)),
+            Undelivered::Disconnected => Err(TrySendError::Disconnected(loan)),
         }
     }
 
     /// Sends `loan` to `to`, waiting while its mailbox is full.
+    #[inline]
     pub fn send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), SendError<'m>> {
         debug_assert!(
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
+        match self.deliver(&loan, to) {
+            Ok(()) => {
+                loan.consume();
+                return Ok(());
+            }
+            Err(Undelivered::Disconnected) => return Err(SendError::Disconnected(loan)),
+            Err(Undelivered::Full) => {}
+        }
         match self.send_wait(&loan, to, None) {
             Ok(()) => {
                 loan.consume();
@@ -696,6 +836,7 @@ impl Mailbox {
     }
 
     /// Sends `loan` to `to`, waiting at most `timeout` for room.
+    #[inline]
     pub fn send_timeout<'m>(
         &self,
         loan: Loan<'m>,
@@ -706,6 +847,24 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
+        match self.deliver(&loan, to) {
+            Ok(()) => {
+                loan.consume();
+                return Ok(());
+            }
+            Err(Undelivered::Disconnected) => return Err(SendTimeoutError::Disconnected(loan)),
+            Err(Undelivered::Full) => {}
+        }
+        self.send_timeout_slow(loan, to, timeout)
+    }
+
+    #[inline(never)]
+    fn send_timeout_slow<'m>(
+        &self,
+        loan: Loan<'m>,
+        to: &Address,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<'m>> {
         match self.send_wait(&loan, to, Some(timeout)) {
             Ok(()) => {
                 loan.consume();
@@ -733,52 +892,108 @@ impl Mailbox {
     // ---- receiving ---------------------------------------------------------
 
     /// Takes the next message without waiting.
+    #[inline]
     pub fn try_recv(&self) -> Result<Message<'_>, TryRecvError> {
+        match self.take_one() {
+            Some(Ok(message)) => Ok(message),
+            None => {
+                self.found_nothing();
+                Err(TryRecvError::Empty)
+            }
+            Some(Err(refused)) => self.try_recv_after(refused),
+        }
+    }
+
+    /// The rest of a [`try_recv`](Self::try_recv) whose first entry was
+    /// refused: report corruption, or look at the next entries. Entries it
+    /// may skip (addressed to an earlier occupant of our slot, or reclaimed
+    /// by a sweep) are bounded by the mailbox's capacity: a participant
+    /// that keeps pushing such entries cannot keep a `try_` call going for
+    /// ever.
+    #[inline(never)]
+    fn try_recv_after(&self, mut refused: Refused) -> Result<Message<'_>, TryRecvError> {
+        for _ in 1..self.mapped().layout.config.mailbox_capacity {
+            if let Refused::Corrupt(c) = refused {
+                return Err(TryRecvError::Corrupt(c));
+            }
+            match self.take_one() {
+                Some(Ok(message)) => return Ok(message),
+                None => return Err(TryRecvError::Empty),
+                Some(Err(r)) => refused = r,
+            }
+        }
+        match refused {
+            Refused::Corrupt(c) => Err(TryRecvError::Corrupt(c)),
+            Refused::Skipped => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Takes the next entry from our message list, if there is one, and
+    /// accepts it as a message or refuses it.
+    #[inline(always)]
+    fn take_one(&self) -> Option<Result<Message<'_>, Refused>> {
         let m = self.mapped();
         let mailbox = m.mailbox(self.address.slot);
         let taking = m.slot(self.address.slot).taking;
-        // Entries this call may skip (addressed to an earlier occupant of
-        // our slot, or reclaimed by a sweep) before it reports `Empty`: a
-        // participant that keeps pushing such entries cannot keep a `try_`
-        // call going for ever.
-        for _ in 0..m.layout.config.mailbox_capacity {
-            // Announce the entry before it leaves the queue, so a sweep never
-            // finds a message we are receiving in neither place. The chunk is
-            // located once, and its lines start moving here now, while the
-            // cell is re-armed.
-            let Some((decoded, room)) = mailbox.queue.take_with(|v| {
-                taking.store(v, Ordering::Relaxed);
-                let at = m.decode(v).map(|chunk| m.chunk_at(chunk));
-                if let Ok(at) = &at {
-                    layout::prefetch_chunk(at, false);
-                }
-                at
-            }) else {
-                // Housekeeping on the first empty poll after a message and
-                // on every 16th after that, not on each poll of a spin.
-                let idle = self.empty_polls.get().wrapping_add(1);
-                self.empty_polls.set(idle);
-                if idle % 16 == 1 {
-                    self.trim_cache_between_messages(idle);
-                    if self.unpublished.get() != 0 {
-                        self.publish_counters();
-                    }
-                }
-                return Err(TryRecvError::Empty);
-            };
-            // `take_with` re-armed the cell at once: a sender may be
-            // waiting for exactly this room.
-            if room {
-                mailbox.room.ring(&self.region.shared.futex, u32::MAX);
+        // Announce the entry before it leaves the queue, so a sweep never
+        // finds a message we are receiving in neither place. The chunk is
+        // located once, and its lines start moving here now, while the cell
+        // is re-armed.
+        let (decoded, room) = mailbox.queue.take_with(|v| {
+            taking.store(v, Ordering::Relaxed);
+            let at = m.entry(v);
+            if let Ok(at) = &at {
+                // The header line: its length says whether more follow.
+                layout::prefetch_chunk(at, 0, false);
             }
-            self.empty_polls.set(0);
-            let accepted = self.accept(decoded);
-            taking.store(0, Ordering::Release);
-            if let Some(message) = accepted? {
-                return Ok(message);
-            }
+            at
+        })?;
+        // `take_with` re-armed the cell at once: a sender may be waiting
+        // for exactly this room.
+        if room {
+            self.ring_room();
         }
-        Err(TryRecvError::Empty)
+        self.empty_polls.set(0);
+        let outcome = match decoded {
+            Ok(at) => match self.accept(at) {
+                Ok(message) => Ok(message),
+                Err(Held(held)) => self.refuse(at, held),
+            },
+            Err(e) => Err(Refused::Corrupt(Corruption {
+                reason: e.to_string(),
+            })),
+        };
+        taking.store(0, Ordering::Release);
+        Some(outcome)
+    }
+
+    /// A receive found nothing. Housekeeping runs on the first empty poll
+    /// after a message and on every 16th after that, not on each poll of a
+    /// spin.
+    #[inline]
+    fn found_nothing(&self) {
+        let idle = self.empty_polls.get().wrapping_add(1);
+        self.empty_polls.set(idle);
+        if idle % 16 == 1 {
+            self.between_messages(idle);
+        }
+    }
+
+    #[inline(never)]
+    fn between_messages(&self, idle: u32) {
+        self.trim_cache_between_messages(idle);
+        if self.unpublished.get() != 0 {
+            self.publish_counters();
+        }
+    }
+
+    /// Wakes the senders waiting for room in our mailbox.
+    #[cold]
+    fn ring_room(&self) {
+        let m = self.mapped();
+        m.mailbox(self.address.slot)
+            .room
+            .ring(&self.region.shared.futex, u32::MAX);
     }
 
     /// Releases an entry nobody will read (a queue being closed).
@@ -786,48 +1001,59 @@ impl Mailbox {
         sweep::discard(self.mapped(), &self.region.shared.futex, value, self.bit);
     }
 
-    /// Validates a value popped from our message list. `Ok(None)` for an
-    /// entry that is not ours to read: one addressed to an earlier occupant
-    /// of our slot (released), or one a sweep has reclaimed (skipped).
-    #[inline]
-    fn accept<'a>(
-        &'a self,
-        decoded: Result<ChunkAt<'a>, BadEntry>,
-    ) -> Result<Option<Message<'a>>, Corruption> {
-        let m = self.mapped();
-        let at = decoded.map_err(|e| Corruption {
-            reason: e.to_string(),
-        })?;
+    /// Takes over chunk `at`, taken from our message list, if it is a
+    /// well-formed message to us. Anything else is left to
+    /// [`refuse`](Self::refuse), told whether we hold the chunk now.
+    #[inline(always)]
+    fn accept<'a>(&'a self, at: ChunkAt<'a>) -> Result<Message<'a>, Held> {
         let header = at.header;
-        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        if !sweep::take_over_from(m, header.holders, sender, self.bit) {
-            return Ok(None);
-        }
-        if header.dest.load(Ordering::Relaxed) != self.packed {
-            self.release(at.r, header.holders);
-            return Ok(None);
+        let sender = header.sender.load(Ordering::Relaxed);
+        if !sweep::take_over_from(
+            self.mapped(),
+            &header.holders,
+            Address::unpack(sender),
+            self.bit,
+        ) {
+            return Err(Held(false));
         }
         let word = header.len.load(Ordering::Relaxed);
-        let (len, batch) = (word & !BATCH_FLAG, word & BATCH_FLAG != 0);
-        if len > at.capacity as u64 {
-            self.release(at.r, header.holders);
-            return Err(Corruption {
+        let len = word & !BATCH_FLAG;
+        if header.dest.load(Ordering::Relaxed) != self.packed || len > at.capacity as u64 {
+            return Err(Held(true));
+        }
+        layout::prefetch_chunk(&at, len as usize, false);
+        self.tally(Counter::Received, Counter::BytesReceived, len);
+        Ok(Message {
+            mailbox: self,
+            chunk: at.r,
+            header,
+            len: len as usize,
+        })
+    }
+
+    /// Why [`accept`](Self::accept) refused chunk `at`: an entry that is
+    /// not ours to read is skipped (one a sweep has reclaimed, which we do
+    /// not hold, is left alone; one addressed to an earlier occupant of our
+    /// slot is released); a message whose length exceeds its chunk is
+    /// released and reported.
+    #[cold]
+    fn refuse<'a>(&'a self, at: ChunkAt<'a>, held: bool) -> Result<Message<'a>, Refused> {
+        if !held {
+            return Err(Refused::Skipped);
+        }
+        let header = at.header;
+        let len = header.len.load(Ordering::Relaxed) & !BATCH_FLAG;
+        let to_us = header.dest.load(Ordering::Relaxed) == self.packed;
+        self.release(at.r, &header.holders);
+        if to_us && len > at.capacity as u64 {
+            return Err(Refused::Corrupt(Corruption {
                 reason: format!(
                     "message length {len} exceeds its chunk's {} bytes",
                     at.capacity
                 ),
-            });
+            }));
         }
-        self.tally(Counter::Received, Counter::BytesReceived, len);
-        Ok(Some(Message {
-            mailbox: self,
-            chunk: at.r,
-            holders: header.holders,
-            ptr: at.payload,
-            len: len as usize,
-            sender,
-            batch,
-        }))
+        Err(Refused::Skipped)
     }
 
     /// Waits for the next message using this mailbox's [`WaitStrategy`].
@@ -942,7 +1168,6 @@ pub struct Loan<'m> {
     mailbox: &'m Mailbox,
     chunk: ChunkRef,
     header: ChunkView<'m>,
-    ptr: *mut u8,
     len: usize,
     capacity: usize,
     batch: bool,
@@ -986,20 +1211,20 @@ impl Deref for Loan<'_> {
         // SAFETY: `ptr..ptr+len` lies inside our chunk's payload (len <=
         // capacity) and our holder bit makes this participant the chunk's
         // only user until it is sent.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts(self.header.payload(), self.len) }
     }
 }
 
 impl DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.header.payload(), self.len) }
     }
 }
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        self.mailbox.release(self.chunk, self.header.holders);
+        self.mailbox.release(self.chunk, &self.header.holders);
     }
 }
 
@@ -1017,24 +1242,22 @@ impl fmt::Debug for Loan<'_> {
 pub struct Message<'m> {
     mailbox: &'m Mailbox,
     chunk: ChunkRef,
-    holders: &'m AtomicU64,
-    ptr: *const u8,
+    /// Its chunk's header, which we hold: nobody writes it until we drop.
+    header: ChunkView<'m>,
     len: usize,
-    sender: Address,
-    batch: bool,
 }
 
 impl Message<'_> {
     /// Who sent it; send a reply to this address.
     pub fn sender(&self) -> Address {
-        self.sender
+        Address::unpack(self.header.sender.load(Ordering::Relaxed))
     }
 
     /// Whether it is a [`Batch`](crate::Batch) of records (its bytes are
     /// then the records' headers and bytes; read them with
     /// [`records`](Self::records)).
     pub fn is_batch(&self) -> bool {
-        self.batch
+        self.header.len.load(Ordering::Relaxed) & BATCH_FLAG != 0
     }
 
     /// Its records, in order: those of a batch, or the whole message as
@@ -1047,15 +1270,16 @@ impl Message<'_> {
 impl Deref for Message<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `accept` checked `len` against the chunk's capacity, and our
-        // holder bit keeps the chunk from being loaned again until we drop.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        // SAFETY: the payload follows the header in its chunk, `accept`
+        // checked `len` against the chunk's capacity, and our holder bit
+        // keeps the chunk from being loaned again until we drop.
+        unsafe { std::slice::from_raw_parts(self.header.payload(), self.len) }
     }
 }
 
 impl Drop for Message<'_> {
     fn drop(&mut self) {
-        self.mailbox.release(self.chunk, self.holders);
+        self.mailbox.release(self.chunk, &self.header.holders);
     }
 }
 
@@ -1063,7 +1287,41 @@ impl fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("len", &self.len)
-            .field("sender", &self.sender)
+            .field("sender", &self.sender())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kept, CACHE_PER_CLASS};
+
+    #[test]
+    fn kept_chunks_are_a_stack_per_class_with_the_oldest_given_back_first() {
+        let kept = Kept::default();
+        assert!(kept.is_empty());
+        assert_eq!(kept.pop(0), None);
+        for i in 0..CACHE_PER_CLASS as u32 {
+            assert!(kept.push(0, 100 + i));
+        }
+        assert!(!kept.push(0, 999), "a full class refuses");
+        assert!(kept.push(1, 7), "other classes are separate");
+        assert_eq!(kept.len(0), CACHE_PER_CLASS);
+        // Last kept, first loaned.
+        assert_eq!(kept.pop(0), Some(100 + CACHE_PER_CLASS as u32 - 1));
+        // The oldest go back first; the rest move down and stay in order.
+        let mut out = [0u32; 4];
+        assert_eq!(kept.take_oldest(0, &mut out), 4);
+        assert_eq!(out, [100, 101, 102, 103]);
+        assert_eq!(kept.len(0), CACHE_PER_CLASS - 5);
+        assert_eq!(kept.pop(0), Some(100 + CACHE_PER_CLASS as u32 - 2));
+        let mut all = [0u32; CACHE_PER_CLASS];
+        let n = kept.take_oldest(0, &mut all);
+        assert_eq!(n, CACHE_PER_CLASS - 6);
+        let expected: Vec<u32> = (104..104 + n as u32).collect();
+        assert_eq!(&all[..n], &expected[..]);
+        assert_eq!(kept.len(0), 0);
+        assert_eq!(kept.pop(1), Some(7));
+        assert!(kept.is_empty());
     }
 }

@@ -262,6 +262,7 @@ impl<'a, H: Holders> Pool<'a, H> {
 ///
 /// Bounded: only a participant scribbling on the word can make the CAS
 /// fail more than once.
+#[inline]
 pub(crate) fn take_over(holders: &AtomicU64, bit: u64, sender_bit: u64) -> bool {
     for _ in 0..64 {
         let current = holders.load(Ordering::Acquire);

@@ -105,15 +105,46 @@ impl<'a> OffsetQueue<'a> {
     ///
     /// Bounded: every retry follows progress by another producer or the
     /// consumer, and a corrupt queue can make it report `Full` but not spin.
+    #[inline]
     pub(crate) fn push(&self, value: u32) -> Result<Pushed, PushError> {
         debug_assert!(value != 0 && value < MAX_VALUE);
-        let cap = self.cells.len() as u32;
-        let mut tail = self.tail.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
         // First guess: the cell at `tail` is empty and waiting for us. The
         // CAS then fetches the line once, exclusively, instead of a load
         // fetching it shared and the CAS fetching it again; a wrong guess
         // costs nothing more, since the failed CAS returns what is there.
-        let mut current = pack(tail as u32, 0);
+        let expected = pack(tail as u32, 0);
+        // SYNC POINT: as in `push_from`.
+        match self.cell(tail).compare_exchange(
+            expected,
+            pack((tail as u32).wrapping_add(1), value),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.advance_tail(tail);
+                Ok(Pushed::Quiet)
+            }
+            Err(actual) => self.push_from(value, tail, actual),
+        }
+    }
+
+    /// Moves `tail` past a filled cell at `tail` (whoever filled it).
+    #[inline]
+    fn advance_tail(&self, tail: u64) {
+        let _ = self.tail.compare_exchange(
+            tail,
+            tail.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The rest of [`push`](Self::push) after its first guess failed: the
+    /// cell at `tail` holds `current`.
+    #[inline(never)]
+    fn push_from(&self, value: u32, mut tail: u64, mut current: u64) -> Result<Pushed, PushError> {
+        let cap = self.cells.len() as u32;
         // Each retry re-reads `tail`; a hostile region could keep changing
         // it, so give up (as full) after a generous bound.
         for _ in 0..(4 * cap as usize + 64) {
@@ -137,12 +168,7 @@ impl<'a> OffsetQueue<'a> {
                         Ordering::Acquire,
                     ) {
                         Ok(_) => {
-                            let _ = self.tail.compare_exchange(
-                                tail,
-                                tail.wrapping_add(1),
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
+                            self.advance_tail(tail);
                             return Ok(if marker == PARKED {
                                 Pushed::WakeConsumer
                             } else {
@@ -158,12 +184,7 @@ impl<'a> OffsetQueue<'a> {
                 }
             } else if stamp == pos.wrapping_add(1) {
                 // Filled by another producer that has not advanced `tail` yet.
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    tail.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                self.advance_tail(tail);
             } else if stamp == pos.wrapping_sub(cap).wrapping_add(1) {
                 // Still holds the entry of the previous lap: full, unless
                 // our `tail` is stale.

@@ -64,7 +64,7 @@ impl std::ops::AddAssign for SweepReport {
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     let header = m.chunk(chunk);
     let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-    take_over_from(m, header.holders, sender, bit)
+    take_over_from(m, &header.holders, sender, bit)
 }
 
 /// [`take_over`] with the chunk's holders word and its (unchecked) sender
@@ -129,7 +129,7 @@ fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
             taking != 0 && m.encode(chunk) == taking && dest.slot == slot && sender.slot != slot;
         unsent || half_taken
     };
-    let freed = pool::reclaim(header.holders, 1u64 << slot, abandoned);
+    let freed = pool::reclaim(&header.holders, 1u64 << slot, abandoned);
     if freed {
         m.pool(chunk.class).mark_free(chunk.index);
     }
