@@ -847,19 +847,23 @@ pub(crate) fn prefetch_write(ptr: *const u8) {
 
 /// Starts fetching the header line of chunk `c` (with its first payload
 /// bytes) for writing, and, if a `len`-byte payload reaches past that line,
-/// its second line too, for writing or (`write_payload` false) reading.
-/// A line the message does not use is left alone: fetching it would only
-/// take it away from the other side for nothing.
+/// its second line too. A line the message does not use is left alone:
+/// fetching it would only take it away from the other side for nothing.
 #[inline(always)]
-pub(crate) fn prefetch_chunk(c: &ChunkAt<'_>, len: usize, write_payload: bool) {
+pub(crate) fn prefetch_for_writing(c: &ChunkAt<'_>, len: usize) {
     prefetch_write(c.header as *const ChunkHeader as *const u8);
     if len as u64 > LINE - CHUNK_HEADER {
-        let second = c.payload.wrapping_add((LINE - CHUNK_HEADER) as usize);
-        if write_payload {
-            prefetch_write(second);
-        } else {
-            prefetch_read(second);
-        }
+        prefetch_write(c.payload.wrapping_add((LINE - CHUNK_HEADER) as usize));
+    }
+}
+
+/// Starts fetching, for reading, the rest of chunk `c` that a `len`-byte
+/// payload uses beyond the header's line (its second line; the hardware
+/// prefetcher follows from there).
+#[inline(always)]
+pub(crate) fn prefetch_rest(c: &ChunkAt<'_>, len: usize) {
+    if len as u64 > LINE - CHUNK_HEADER {
+        prefetch_read(c.payload.wrapping_add((LINE - CHUNK_HEADER) as usize));
     }
 }
 

@@ -160,6 +160,8 @@ pub struct Mailbox {
     refill: RefCell<Vec<u32>>,
     /// Receives in a row that found nothing.
     empty_polls: Cell<u32>,
+    /// Why the last take gave no message (see `take_one`).
+    refusal: Cell<Refusal>,
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -241,13 +243,52 @@ fn received(r: Result<Message<'_>, TryRecvError>) -> Option<Result<Message<'_>, 
     }
 }
 
-/// Whether a receive that refused an entry holds its chunk.
-struct Held(bool);
+/// The clock of a waiting receive, started at its first reading.
+struct WaitClock {
+    start: Option<Instant>,
+    timeout: Option<Duration>,
+}
 
-/// Why a receive did not return the entry it took.
-enum Refused {
-    /// Not a message for us: look at the next entry.
+impl WaitClock {
+    fn new(timeout: Option<Duration>) -> WaitClock {
+        WaitClock {
+            start: None,
+            timeout,
+        }
+    }
+
+    /// Time since the first reading (zero at the first).
+    fn elapsed(&mut self) -> Duration {
+        match self.start {
+            Some(start) => start.elapsed(),
+            None => {
+                self.start = Some(Instant::now());
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// What is left of the timeout (`None`: no timeout), or `Timeout`.
+    fn remaining(&mut self) -> Result<Option<Duration>, RecvTimeoutError> {
+        let Some(timeout) = self.timeout else {
+            return Ok(None);
+        };
+        match timeout.checked_sub(self.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(RecvTimeoutError::Timeout),
+        }
+    }
+}
+
+/// Why the last take from a mailbox gave no message.
+#[derive(Default)]
+enum Refusal {
+    /// There was no entry.
+    #[default]
+    Nothing,
+    /// The entry was not a message for us: look at the next one.
     Skipped,
+    /// The entry or its chunk is corrupt.
     Corrupt(Corruption),
 }
 
@@ -290,6 +331,7 @@ impl Mailbox {
             cache: Kept::default(),
             refill: RefCell::new(Vec::with_capacity(CLAIM_BATCH)),
             empty_polls: Cell::new(0),
+            refusal: Cell::default(),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -410,7 +452,7 @@ impl Mailbox {
         let at = self.mapped().chunk_at(chunk);
         // The loaner writes the payload next and the header when it sends:
         // the last receiver may still have both lines.
-        layout::prefetch_chunk(&at, len, true);
+        layout::prefetch_for_writing(&at, len);
         Loan {
             mailbox: self,
             chunk,
@@ -895,56 +937,53 @@ impl Mailbox {
     #[inline]
     pub fn try_recv(&self) -> Result<Message<'_>, TryRecvError> {
         match self.take_one() {
-            Some(Ok(message)) => Ok(message),
-            None => {
-                self.found_nothing();
-                Err(TryRecvError::Empty)
-            }
-            Some(Err(refused)) => self.try_recv_after(refused),
+            Some(message) => Ok(message),
+            None => self.try_recv_after(),
         }
     }
 
-    /// The rest of a [`try_recv`](Self::try_recv) whose first entry was
-    /// refused: report corruption, or look at the next entries. Entries it
-    /// may skip (addressed to an earlier occupant of our slot, or reclaimed
-    /// by a sweep) are bounded by the mailbox's capacity: a participant
-    /// that keeps pushing such entries cannot keep a `try_` call going for
-    /// ever.
+    /// The rest of a [`try_recv`](Self::try_recv) whose first take gave
+    /// no message: the queue was empty, or the entry was refused (then
+    /// report corruption, or look at the next entries). Entries it may
+    /// skip (addressed to an earlier occupant of our slot, or reclaimed by
+    /// a sweep) are bounded by the mailbox's capacity: a participant that
+    /// keeps pushing such entries cannot keep a `try_` call going for ever.
     #[inline(never)]
-    fn try_recv_after(&self, mut refused: Refused) -> Result<Message<'_>, TryRecvError> {
+    fn try_recv_after(&self) -> Result<Message<'_>, TryRecvError> {
+        if let Refusal::Nothing = self.refusal.take() {
+            self.found_nothing();
+            return Err(TryRecvError::Empty);
+        }
         for _ in 1..self.mapped().layout.config.mailbox_capacity {
-            if let Refused::Corrupt(c) = refused {
-                return Err(TryRecvError::Corrupt(c));
+            if let Some(message) = self.take_one() {
+                return Ok(message);
             }
-            match self.take_one() {
-                Some(Ok(message)) => return Ok(message),
-                None => return Err(TryRecvError::Empty),
-                Some(Err(r)) => refused = r,
+            match self.refusal.take() {
+                Refusal::Nothing => return Err(TryRecvError::Empty),
+                Refusal::Skipped => {}
+                Refusal::Corrupt(c) => return Err(TryRecvError::Corrupt(c)),
             }
         }
-        match refused {
-            Refused::Corrupt(c) => Err(TryRecvError::Corrupt(c)),
-            Refused::Skipped => Err(TryRecvError::Empty),
-        }
+        Err(TryRecvError::Empty)
     }
 
     /// Takes the next entry from our message list, if there is one, and
-    /// accepts it as a message or refuses it.
+    /// accepts it as a message. `None` if there is none, or if the entry
+    /// was refused: [`refusal`](Self::refusal) then says why.
     #[inline(always)]
-    fn take_one(&self) -> Option<Result<Message<'_>, Refused>> {
+    fn take_one(&self) -> Option<Message<'_>> {
         let m = self.mapped();
         let mailbox = m.mailbox(self.address.slot);
         let taking = m.slot(self.address.slot).taking;
         // Announce the entry before it leaves the queue, so a sweep never
         // finds a message we are receiving in neither place. The chunk is
-        // located once, and its lines start moving here now, while the cell
-        // is re-armed.
+        // located once, and its header line starts moving here now, while
+        // the cell is re-armed.
         let (decoded, room) = mailbox.queue.take_with(|v| {
             taking.store(v, Ordering::Relaxed);
             let at = m.entry(v);
             if let Ok(at) = &at {
-                // The header line: its length says whether more follow.
-                layout::prefetch_chunk(at, 0, false);
+                layout::prefetch_write(at.header as *const _ as *const u8);
             }
             at
         })?;
@@ -954,17 +993,23 @@ impl Mailbox {
             self.ring_room();
         }
         self.empty_polls.set(0);
-        let outcome = match decoded {
-            Ok(at) => match self.accept(at) {
-                Ok(message) => Ok(message),
-                Err(Held(held)) => self.refuse(at, held),
-            },
-            Err(e) => Err(Refused::Corrupt(Corruption {
-                reason: e.to_string(),
-            })),
+        let message = match decoded {
+            Ok(at) => self.accept(at),
+            Err(e) => {
+                self.refused(Refusal::Corrupt(Corruption {
+                    reason: e.to_string(),
+                }));
+                None
+            }
         };
         taking.store(0, Ordering::Release);
-        Some(outcome)
+        message
+    }
+
+    /// Records why the entry just taken gave no message.
+    #[cold]
+    fn refused(&self, why: Refusal) {
+        self.refusal.set(why);
     }
 
     /// A receive found nothing. Housekeeping runs on the first empty poll
@@ -1005,7 +1050,7 @@ impl Mailbox {
     /// well-formed message to us. Anything else is left to
     /// [`refuse`](Self::refuse), told whether we hold the chunk now.
     #[inline(always)]
-    fn accept<'a>(&'a self, at: ChunkAt<'a>) -> Result<Message<'a>, Held> {
+    fn accept<'a>(&'a self, at: ChunkAt<'a>) -> Option<Message<'a>> {
         let header = at.header;
         let sender = header.sender.load(Ordering::Relaxed);
         if !sweep::take_over_from(
@@ -1014,16 +1059,18 @@ impl Mailbox {
             Address::unpack(sender),
             self.bit,
         ) {
-            return Err(Held(false));
+            self.refuse(at, false);
+            return None;
         }
         let word = header.len.load(Ordering::Relaxed);
         let len = word & !BATCH_FLAG;
         if header.dest.load(Ordering::Relaxed) != self.packed || len > at.capacity as u64 {
-            return Err(Held(true));
+            self.refuse(at, true);
+            return None;
         }
-        layout::prefetch_chunk(&at, len as usize, false);
+        layout::prefetch_rest(&at, len as usize);
         self.tally(Counter::Received, Counter::BytesReceived, len);
-        Ok(Message {
+        Some(Message {
             mailbox: self,
             chunk: at.r,
             header,
@@ -1037,23 +1084,27 @@ impl Mailbox {
     /// slot is released); a message whose length exceeds its chunk is
     /// released and reported.
     #[cold]
-    fn refuse<'a>(&'a self, at: ChunkAt<'a>, held: bool) -> Result<Message<'a>, Refused> {
+    fn refuse(&self, at: ChunkAt<'_>, held: bool) {
+        self.refusal.set(self.refusal_of(at, held));
+    }
+
+    fn refusal_of(&self, at: ChunkAt<'_>, held: bool) -> Refusal {
         if !held {
-            return Err(Refused::Skipped);
+            return Refusal::Skipped;
         }
         let header = at.header;
         let len = header.len.load(Ordering::Relaxed) & !BATCH_FLAG;
         let to_us = header.dest.load(Ordering::Relaxed) == self.packed;
         self.release(at.r, &header.holders);
         if to_us && len > at.capacity as u64 {
-            return Err(Refused::Corrupt(Corruption {
+            return Refusal::Corrupt(Corruption {
                 reason: format!(
                     "message length {len} exceeds its chunk's {} bytes",
                     at.capacity
                 ),
-            }));
+            });
         }
-        Err(Refused::Skipped)
+        Refusal::Skipped
     }
 
     /// Waits for the next message using this mailbox's [`WaitStrategy`].
@@ -1078,16 +1129,12 @@ impl Mailbox {
         if let Some(r) = received(self.try_recv()) {
             return r;
         }
-        let start = Instant::now();
-        let remaining = || match timeout {
-            None => Ok(None),
-            Some(t) => match t.checked_sub(start.elapsed()) {
-                Some(r) if !r.is_zero() => Ok(Some(r)),
-                _ => Err(RecvTimeoutError::Timeout),
-            },
-        };
         let strategy = self.strategy.get();
-        let mailbox = self.mapped().mailbox(self.address.slot);
+        // The clock starts at the first check, after a few polls, not at
+        // the first empty one: a message that arrives within a microsecond
+        // or so, the common case for a spinning receiver, costs no clock
+        // read at all. (A timeout can then run up to those polls late.)
+        let mut clock = WaitClock::new(timeout);
         let mut polls = 0u32;
         loop {
             polls = polls.wrapping_add(1);
@@ -1095,18 +1142,19 @@ impl Mailbox {
             let spinning = match strategy {
                 WaitStrategy::Spin => true,
                 WaitStrategy::Park => false,
-                WaitStrategy::Adaptive => polls % 64 != 0 || start.elapsed() < ADAPTIVE_SPIN,
+                WaitStrategy::Adaptive => polls % 64 != 0 || clock.elapsed() < ADAPTIVE_SPIN,
             };
             if spinning {
-                if polls % 256 == 0 {
-                    remaining()?;
+                if polls % 256 == 16 {
+                    clock.remaining()?;
                 }
                 spin_hint();
             } else {
-                let left = remaining()?;
+                let left = clock.remaining()?;
                 // Going to sleep: give back every chunk we keep. Then mark
                 // the cell we wait on, and sleep until a sender fills it.
                 self.flush_cache();
+                let mailbox = self.mapped().mailbox(self.address.slot);
                 let ticket = mailbox.parker.ticket();
                 if mailbox.queue.mark_parked() {
                     mailbox.parker.wait(&self.region.shared.futex, ticket, left);
