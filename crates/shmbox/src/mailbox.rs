@@ -1108,7 +1108,11 @@ impl Mailbox {
     }
 
     /// Waits for the next message using this mailbox's [`WaitStrategy`].
+    #[inline]
     pub fn recv(&self) -> Result<Message<'_>, RecvError> {
+        if let Some(message) = self.take_one() {
+            return Ok(message);
+        }
         self.recv_wait(None).map_err(|e| match e {
             RecvTimeoutError::Corrupt(c) => RecvError::Corrupt(c),
             RecvTimeoutError::Timeout => unreachable!("recv without timeout does not time out"),
@@ -1116,7 +1120,11 @@ impl Mailbox {
     }
 
     /// Waits at most `timeout` for the next message.
+    #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
+        if let Some(message) = self.take_one() {
+            return Ok(message);
+        }
         let r = self.recv_wait(Some(timeout));
         if matches!(r, Err(RecvTimeoutError::Timeout)) {
             self.count(Counter::Timeouts);
@@ -1124,9 +1132,12 @@ impl Mailbox {
         r
     }
 
+    /// The rest of a waiting receive whose first take (by the caller) gave
+    /// no message.
+    #[inline(never)]
     fn recv_wait(&self, timeout: Option<Duration>) -> Result<Message<'_>, RecvTimeoutError> {
         // A message already waiting costs no clock read.
-        if let Some(r) = received(self.try_recv()) {
+        if let Some(r) = received(self.try_recv_after()) {
             return r;
         }
         let strategy = self.strategy.get();
