@@ -176,6 +176,10 @@ pub enum JoinError {
     /// The operating system refused a call needed to join.
     #[error("joining failed: {0}")]
     Io(String),
+    /// The region was opened for inspection only
+    /// ([`Region::inspect`](crate::Region::inspect)).
+    #[error("region '{0}' is open for inspection only; open it with Region::open to join")]
+    ReadOnly(String),
 }
 
 /// Why [`Region::address`](crate::Region::address) failed.

@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     /// Keeps this process's own sweeps apart (OFD locks taken through one
     /// file description do not exclude each other).
     sweeping: Mutex<()>,
+    /// Mapped read-only, without an attach lock ([`Region::inspect`]):
+    /// nothing may ever store to `mapped`.
+    read_only: bool,
 }
 
 /// A message region: a named POSIX shared-memory object (or, for tests and
@@ -146,6 +149,15 @@ fn io(e: Errno) -> std::io::Error {
 }
 
 /// What `open` found at a name, short of a usable region.
+/// How [`Region::open_inner`] opens an object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read-write, holding the shared attach lock.
+    Attach,
+    /// Read-only, without the attach lock.
+    Inspect,
+}
+
 enum Opened {
     Ready(Region),
     /// The creator died before finishing; (device, inode) of the object.
@@ -216,13 +228,37 @@ impl Region {
     /// layout versions, inconsistent headers, and regions whose creator died
     /// before finishing ([`OpenError::Abandoned`]).
     pub fn open(name: &str) -> Result<Region, OpenError> {
-        match Region::open_inner(name)? {
+        match Region::open_inner(name, Access::Attach)? {
             Opened::Ready(r) => Ok(r),
             Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
         }
     }
 
-    fn open_inner(name: &str) -> Result<Opened, OpenError> {
+    /// Opens the existing region `name` for inspection only: its object is
+    /// opened and mapped read-only and no attach lock is taken, so it needs
+    /// only read permission, and an inspector never counts as attached
+    /// (it does not keep a region from being recreated with another
+    /// config). Everything that reads works — [`config`](Self::config),
+    /// [`participants`](Self::participants),
+    /// [`pool_usage`](Self::pool_usage), [`info`](Self::info),
+    /// [`address`](Self::address); [`join`](Self::join) is refused with
+    /// [`JoinError::ReadOnly`] and [`sweep`](Self::sweep) does nothing.
+    /// The same checks as [`open`](Self::open) apply to the header.
+    ///
+    /// This is what `shmbox ls`, `info` and `watch` use.
+    pub fn inspect(name: &str) -> Result<Region, OpenError> {
+        match Region::open_inner(name, Access::Inspect)? {
+            Opened::Ready(r) => Ok(r),
+            Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
+        }
+    }
+
+    /// Whether this handle was opened with [`inspect`](Self::inspect).
+    pub fn is_read_only(&self) -> bool {
+        self.shared.read_only
+    }
+
+    fn open_inner(name: &str, access: Access) -> Result<Opened, OpenError> {
         name::validate_region(name)?;
         let object = sys::object_name(name);
         let io_err = |op, e| OpenError::Io {
@@ -230,7 +266,11 @@ impl Region {
             op,
             source: io(e),
         };
-        let fd = sys::shm_open_existing(&object).map_err(|e| match e {
+        let fd = match access {
+            Access::Attach => sys::shm_open_existing(&object),
+            Access::Inspect => sys::shm_open_read_only(&object),
+        }
+        .map_err(|e| match e {
             Errno::NOENT => OpenError::NotFound { name: name.into() },
             Errno::ACCESS | Errno::PERM => OpenError::PermissionDenied { name: name.into() },
             e => io_err("shm_open", e),
@@ -276,8 +316,11 @@ impl Region {
                 name: name.into(),
                 reason: format!("object size {size} does not fit in memory"),
             })?;
-            let backing =
-                Backing::Shm(Mapping::map(&fd, size_usize).map_err(|e| io_err("mmap", e))?);
+            let mapping = match access {
+                Access::Attach => Mapping::map(&fd, size_usize),
+                Access::Inspect => Mapping::map_read_only(&fd, size_usize),
+            };
+            let backing = Backing::Shm(mapping.map_err(|e| io_err("mmap", e))?);
             let words = layout::header_words(&backing);
             let magic = words.magic.load(Ordering::Acquire);
             // SYNC POINT: pairs with the release store of READY in `create_in`.
@@ -337,15 +380,18 @@ impl Region {
                     reason: e.to_string(),
                 },
             })?;
-            sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
-                .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
+            if access == Access::Attach {
+                sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
+                    .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
+            }
             let mapped = Mapped::new(backing, layout);
-            return Ok(Opened::Ready(Region::from_mapped(
-                mapped,
-                Some(name.into()),
-                false,
-                Some(fd),
-            )));
+            let mut region = Region::from_mapped(mapped, Some(name.into()), false, Some(fd));
+            if access == Access::Inspect {
+                Arc::get_mut(&mut region.shared)
+                    .expect("a fresh handle is not shared")
+                    .read_only = true;
+            }
+            return Ok(Opened::Ready(region));
         }
     }
 
@@ -369,7 +415,7 @@ impl Region {
                 Err(CreateError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            match Region::open_inner(name) {
+            match Region::open_inner(name, Access::Attach) {
                 Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
                 Ok(Opened::Ready(r)) => {
                     if r.others_attached() {
@@ -445,6 +491,7 @@ impl Region {
                 created,
                 fd,
                 sweeping: Mutex::new(()),
+                read_only: false,
             }),
         }
     }
@@ -490,7 +537,8 @@ impl Region {
     /// never a pid. Sweeping is safe to run at any time, from any number
     /// of processes at once; a sweeper killed half-way leaves the work to
     /// the next one. It also runs when someone joins, and when a sender or
-    /// loaner that is blocked finds a participant dead.
+    /// loaner that is blocked finds a participant dead. On a handle from
+    /// [`inspect`](Self::inspect) it does nothing.
     ///
     /// # Examples
     ///
@@ -505,6 +553,9 @@ impl Region {
         let Some(fd) = &self.shared.fd else {
             return report;
         };
+        if self.shared.read_only {
+            return report;
+        }
         let _one_at_a_time = self
             .shared
             .sweeping
@@ -538,6 +589,11 @@ impl Region {
     /// Joins the region as participant `name`, receiving with `strategy`.
     pub fn join_with(&self, name: &str, strategy: WaitStrategy) -> Result<Mailbox, JoinError> {
         name::validate_participant(name)?;
+        if self.shared.read_only {
+            return Err(JoinError::ReadOnly(
+                self.shared.name.clone().unwrap_or_default(),
+            ));
+        }
         Mailbox::join(self.clone(), name, strategy)
     }
 

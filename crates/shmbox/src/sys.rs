@@ -37,6 +37,11 @@ pub(crate) fn shm_open_existing(object: &str) -> Result<OwnedFd, Errno> {
     shm::open(object, shm::OFlags::RDWR, Mode::empty())
 }
 
+/// `shm_open(name, O_RDONLY)`: an existing object, for reading only.
+pub(crate) fn shm_open_read_only(object: &str) -> Result<OwnedFd, Errno> {
+    shm::open(object, shm::OFlags::RDONLY, Mode::empty())
+}
+
 /// `shm_unlink(name)`.
 ///
 /// See [`shm_unlink(3)`](https://man7.org/linux/man-pages/man3/shm_unlink.3.html).
@@ -69,7 +74,8 @@ pub(crate) fn free_bytes(fd: &OwnedFd) -> Option<u64> {
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// A shared, read-write mapping of a whole file; unmapped on drop.
+/// A shared mapping of a whole file (read-write, or read-only for
+/// inspection); unmapped on drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
@@ -86,6 +92,16 @@ impl Mapping {
     ///
     /// See [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html).
     pub(crate) fn map(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
+        Self::map_with(fd, len, rustix::mm::ProtFlags::WRITE)
+    }
+
+    /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`: any store through
+    /// it faults, so only loads may ever reach it (see `Region::inspect`).
+    pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
+        Self::map_with(fd, len, rustix::mm::ProtFlags::empty())
+    }
+
+    fn map_with(fd: &OwnedFd, len: usize, write: rustix::mm::ProtFlags) -> Result<Self, Errno> {
         debug_assert!(len > 0);
         use rustix::mm::{MapFlags, ProtFlags};
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases
@@ -94,7 +110,7 @@ impl Mapping {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                ProtFlags::READ | ProtFlags::WRITE,
+                ProtFlags::READ | write,
                 MapFlags::SHARED,
                 fd,
                 0,

@@ -92,6 +92,49 @@ fn a_different_config_recreates_only_an_unused_region() {
 }
 
 #[test]
+fn inspecting_reads_everything_maps_read_only_and_never_attaches() {
+    let name = Name::new("api", "inspect");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let a = region.join("a").unwrap();
+    a.send_copy(b"queued", &a.address()).unwrap();
+    let view = Region::inspect(&name.0).unwrap();
+    assert!(view.is_read_only() && !region.is_read_only());
+    assert_eq!(view.config(), region.config());
+    assert_eq!(view.address("a").unwrap(), a.address());
+    let seen = view.participants();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].name.as_str(), seen[0].queued, seen[0].alive),
+        ("a", 1, true)
+    );
+    assert_eq!(view.pool_usage(), region.pool_usage());
+    // Nothing that would store to the region is allowed.
+    assert!(matches!(view.join("b"), Err(JoinError::ReadOnly(n)) if n == name.0));
+    assert_eq!(view.sweep(), shmbox::SweepReport::default());
+    // The kernel holds us to it: the inspector's mapping of the object has
+    // no write permission.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let object = format!("/dev/shm/shmbox.{}", name.0);
+    let perms: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains(&object))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(perms.contains(&"r--s"), "mappings of {object}: {perms:?}");
+    assert!(perms.contains(&"rw-s"), "mappings of {object}: {perms:?}");
+    // An inspector does not count as attached: with only it left, the
+    // region may be recreated with another config, and the inspector keeps
+    // reading the old one.
+    drop(a);
+    drop(region);
+    let other = small().with_mailbox_capacity(8);
+    let recreated = Region::open_or_create(&name.0, &other).unwrap();
+    assert!(recreated.created(), "an inspector kept the region in use");
+    assert_eq!(view.config(), &small());
+    assert!(view.participants().is_empty());
+}
+
+#[test]
 fn regions_are_private_unless_asked() {
     let name = Name::new("api", "mode");
     let _r = Region::create(&name.0, &small()).unwrap();

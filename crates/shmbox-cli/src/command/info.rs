@@ -1,7 +1,7 @@
 //! `shmbox info NAME [--json]`: everything a region tells without joining
 //! it. The JSON document is described in SCHEMA.md.
 
-use super::open_region;
+use super::inspect_region;
 use crate::cli::InfoArgs;
 use crate::output::{self, line, Align, Table, SCHEMA};
 use crate::Result;
@@ -9,7 +9,7 @@ use serde::Serialize;
 use shmbox::Region;
 
 pub fn run(args: InfoArgs) -> Result {
-    let region = open_region(&args.name)?;
+    let region = inspect_region(&args.name)?;
     let snapshot = Snapshot::take(&args.name, &region);
     if args.json {
         output::print_json(&snapshot)?;

@@ -91,7 +91,7 @@ pub fn run(args: LsArgs) -> Result {
 
 /// The entry for `name`; `None` if it was removed since it was listed.
 fn entry(name: &str) -> Option<Entry> {
-    Some(match Region::open(name) {
+    Some(match Region::inspect(name) {
         Ok(region) => {
             let info = region.info();
             let participants = region.participants();

@@ -64,13 +64,22 @@ pub fn describe_open_error(name: &str, e: &OpenError) -> String {
 
 /// Opens an existing region (never creates one), with a helpful error.
 pub fn open_region(name: &str) -> Result<Region> {
-    Region::open(name).map_err(|e| {
-        let message = describe_open_error(name, &e);
-        match e {
-            OpenError::InvalidName(_) => Failure::usage(message),
-            _ => Failure::error(message),
-        }
-    })
+    Region::open(name).map_err(|e| open_failure(name, e))
+}
+
+/// Opens an existing region for reading only (`Region::inspect`: read
+/// permission is enough, and the region is never changed), with a helpful
+/// error.
+pub fn inspect_region(name: &str) -> Result<Region> {
+    Region::inspect(name).map_err(|e| open_failure(name, e))
+}
+
+fn open_failure(name: &str, e: OpenError) -> Failure {
+    let message = describe_open_error(name, &e);
+    match e {
+        OpenError::InvalidName(_) => Failure::usage(message),
+        _ => Failure::error(message),
+    }
 }
 
 /// Joins `region` as `as_name`, with a helpful error.

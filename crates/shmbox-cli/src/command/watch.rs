@@ -9,7 +9,7 @@
 //! terminal, each refresh is printed as a plain block after a blank line.
 
 use super::info::{state, yes_no, Counters, Snapshot};
-use super::open_region;
+use super::inspect_region;
 use crate::cli::WatchArgs;
 use crate::output::{self, Align, Table};
 use crate::Result;
@@ -83,7 +83,7 @@ struct Rates {
 }
 
 pub fn run(args: WatchArgs) -> Result {
-    let region = open_region(&args.name)?;
+    let region = inspect_region(&args.name)?;
     catch_signals();
     let tty_out = std::io::stdout().is_terminal();
     let raw = if std::io::stdin().is_terminal() {
