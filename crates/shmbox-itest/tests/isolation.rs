@@ -515,7 +515,8 @@ fn nobody() -> Option<(u32, u32)> {
     Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
-/// A `0600` region of root cannot be opened by `nobody`; a `0666` one can.
+/// A `0600` region of root cannot be opened by `nobody`; a `0666` one can;
+/// a `0644` one can be inspected (read-only), not opened.
 #[test]
 fn another_uid_cannot_open_a_private_region() {
     use std::os::unix::fs::PermissionsExt;
@@ -566,4 +567,17 @@ fn another_uid_cannot_open_a_private_region() {
     assert!(region2.participants().is_empty());
     assert_pool_full(&region2);
     assert!(region.participants().is_empty());
+
+    // Readable but not writable by others: they can inspect it (read-only
+    // mapping), not open or join it.
+    let readable = TestRegion::new("iso", "readable");
+    let region3 = Region::create(&readable.0, &small_config().with_mode(0o644)).unwrap();
+    let owner = region3.join("owner").unwrap();
+    let inspector = kids
+        .spawn("inspect", as_nobody(&["inspect", &readable.0, "owner"]))
+        .expect("spawn probe as nobody");
+    let line = kids.expect_ok(inspector, STEP);
+    eprintln!("{TEST}: {line}");
+    drop(owner);
+    assert_pool_full(&region3);
 }

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 /// How long an [`WaitStrategy::Adaptive`] receiver spins before parking.
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
+/// How often a `try_send` that keeps finding a mailbox full checks whether
+/// its receiver died.
+const FULL_CHECK_EVERY: Duration = Duration::from_millis(1);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
 /// Messages counted between copies of the counters to shared memory.
@@ -164,6 +167,9 @@ pub struct Mailbox {
     empty_polls: Cell<u32>,
     /// Why the last take gave no message (see `take_one`).
     refusal: Cell<Refusal>,
+    /// When a `try_send` last checked a full mailbox's receiver for
+    /// liveness.
+    liveness_checked: Cell<Option<Instant>>,
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -334,6 +340,7 @@ impl Mailbox {
             refill: RefCell::new(Vec::with_capacity(CLAIM_BATCH)),
             empty_polls: Cell::new(0),
             refusal: Cell::default(),
+            liveness_checked: Cell::new(None),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -567,6 +574,18 @@ impl Mailbox {
         let c = &self.counters[counter as usize];
         c.set(c.get().wrapping_add(1));
         self.publish_counters();
+    }
+
+    /// Counts an event that may repeat fast; published with the message
+    /// counts.
+    fn count_lazily(&self, counter: Counter) {
+        let c = &self.counters[counter as usize];
+        c.set(c.get().wrapping_add(1));
+        let pending = self.unpublished.get() + 1;
+        self.unpublished.set(pending);
+        if pending >= PUBLISH_EVERY {
+            self.publish_counters();
+        }
     }
 
     /// Counts one message of `bytes` in this process; the shared copy is
@@ -834,7 +853,10 @@ impl Mailbox {
         to: &Address,
         mut result: Undelivered,
     ) -> Result<(), TrySendError<'m>> {
-        if matches!(result, Undelivered::Full) && self.region.is_dead(to.slot) {
+        if matches!(result, Undelivered::Full)
+            && self.liveness_check_due()
+            && self.region.is_dead(to.slot)
+        {
             // A full mailbox may be a dead receiver's: reclaim it and say so.
             self.region.sweep();
             match self.deliver(&loan, to) {
@@ -847,10 +869,27 @@ impl Mailbox {
         }
         match result {
             Undelivered::Full => {
-                self.count(Counter::Full);
+                // Not published at once: a sender may retry in a loop.
+                self.count_lazily(Counter::Full);
                 Err(TrySendError::Full(loan))
             }
             Undelivered::Disconnected => Err(TrySendError::Disconnected(loan)),
+        }
+    }
+
+    /// Whether a `try_send` that found a mailbox full should check its
+    /// receiver's liveness (a syscall): the first time, then at most every
+    /// [`FULL_CHECK_EVERY`], so a sender retrying in a loop is not slowed
+    /// down by a syscall per attempt, and a dead receiver is still found
+    /// within that time.
+    fn liveness_check_due(&self) -> bool {
+        let now = Instant::now();
+        match self.liveness_checked.get() {
+            Some(at) if now.duration_since(at) < FULL_CHECK_EVERY => false,
+            _ => {
+                self.liveness_checked.set(Some(now));
+                true
+            }
         }
     }
 

@@ -15,6 +15,9 @@
 //!                                         OUTER_MNT_NS) and check NoSpace
 //! shmbox-probe open-denied REGION         Region::open must be PermissionDenied
 //! shmbox-probe open-join REGION NAME      Region::open, join, message to self
+//! shmbox-probe inspect REGION NAME        Region::open must be PermissionDenied,
+//!                                         Region::inspect must list NAME, and
+//!                                         join must be refused as read-only
 //! ```
 //!
 //! Each prints one line: `ok ...` (exit 0), `FAIL ...` (exit 1), or, when a
@@ -59,6 +62,7 @@ fn main() {
         ["tmpfs-test", name, outer_ns] => tmpfs_test(name, outer_ns),
         ["open-denied", region] => open_denied(region).into(),
         ["open-join", region, name] => open_join(region, name).into(),
+        ["inspect", region, name] => inspect(region, name).into(),
         _ => Outcome::Fail(format!("bad arguments: {args:?}")),
     };
     match outcome {
@@ -324,6 +328,33 @@ fn open_denied(region: &str) -> Result<String, String> {
         Err(e) => Err(format!("expected PermissionDenied, got {e:?}")),
         Ok(_) => Err(format!("uid={} opened a private region", uid())),
     }
+}
+
+fn inspect(region: &str, name: &str) -> Result<String, String> {
+    match Region::open(region) {
+        Err(OpenError::PermissionDenied { .. }) => {}
+        Err(e) => return Err(format!("open: expected PermissionDenied, got {e:?}")),
+        Ok(_) => {
+            return Err(format!(
+                "uid={} opened a read-only region read-write",
+                uid()
+            ))
+        }
+    }
+    let view = Region::inspect(region).map_err(|e| format!("inspect: {e:?}"))?;
+    let names: Vec<String> = view.participants().into_iter().map(|p| p.name).collect();
+    if names != [name] {
+        return Err(format!("participants {names:?}, expected [{name}]"));
+    }
+    match view.join("guest") {
+        Err(shmbox::JoinError::ReadOnly(_)) => {}
+        other => return Err(format!("join: expected ReadOnly, got {other:?}")),
+    }
+    let free: u32 = view.pool_usage().iter().map(|c| c.free).sum();
+    Ok(format!(
+        "uid={} inspected: {names:?}, {free} chunks free",
+        uid()
+    ))
 }
 
 fn open_join(region: &str, name: &str) -> Result<String, String> {
