@@ -11,7 +11,12 @@
 //!   with a swap, takes the chunk over with a CAS on its holders word and
 //!   reads the header and the payload. The chunks alternate as in a
 //!   shmbox round trip (each side answers with the chunk it received one
-//!   round before);
+//!   round before). Each side knows in advance which chunk comes next;
+//! * `protocol, chunk named by the cell`: the same, except that the
+//!   receiver learns which chunk it got from the value in the cell (the
+//!   chunk's number, looked up in a table), as any design that passes
+//!   offsets must: its header's fetch can only start once the cell's value
+//!   is in;
 //! * `shmbox`: the library itself (`try_loan`, `try_send`, `try_recv`,
 //!   Spin), in-process.
 //!
@@ -87,10 +92,14 @@ fn prefetch_write(p: &AtomicU64) {
 enum Variant {
     Raw,
     Protocol,
+    /// The protocol, with the chunk named by the cell's value.
+    Named,
 }
 
 #[inline(always)]
-fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64) {
+/// `number` is the chunk's index in the run's table; the `Named` variant
+/// publishes it in the cell.
+fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64, number: u64) {
     prefetch_write(&k.payload.0[0]);
     k.payload.0[0].store(value, Relaxed);
     if v == Variant::Raw {
@@ -103,18 +112,30 @@ fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64) {
     k.header.0[2].store(1, Relaxed);
     k.header.0[3].store(2, Relaxed);
     k.header.0[0].fetch_or(2, Relaxed);
-    cell.compare_exchange(pos << 32, ((pos + 1) << 32) | 5, AcqRel, Acquire)
+    let entry = if v == Variant::Named { number } else { 5 };
+    cell.compare_exchange(pos << 32, ((pos + 1) << 32) | entry, AcqRel, Acquire)
         .expect("the cell is empty");
 }
 
 #[inline(always)]
-fn recv(q: &Queue, k: &Chunk, v: Variant, pos: u64) -> u64 {
+/// `table` holds the run's chunks, for the `Named` variant.
+fn recv<'a>(q: &Queue, k: &'a Chunk, v: Variant, pos: u64, table: &'a [Chunk]) -> u64 {
     if v == Variant::Raw {
         spin_until(|| q.flag.0[0].load(Acquire) == pos + 1);
         return k.payload.0[0].load(Relaxed);
     }
     let cell = q.cell(pos);
-    spin_until(|| cell.load(Acquire) >> 32 == pos + 1);
+    let k = if v == Variant::Named {
+        let mut current = 0;
+        spin_until(|| {
+            current = cell.load(Acquire);
+            current >> 32 == pos + 1
+        });
+        &table[(current as u32 as usize) % table.len()]
+    } else {
+        spin_until(|| cell.load(Acquire) >> 32 == pos + 1);
+        k
+    };
     prefetch_write(&k.header.0[0]);
     cell.swap((pos + CELLS) << 32, AcqRel);
     let holders = &k.header.0[0];
@@ -128,7 +149,7 @@ fn recv(q: &Queue, k: &Chunk, v: Variant, pos: u64) -> u64 {
 /// Spins until `done`; panics (ending the run, not hanging it) if the other
 /// side has not answered within a second.
 #[inline(always)]
-fn spin_until(done: impl Fn() -> bool) {
+fn spin_until(mut done: impl FnMut() -> bool) {
     let mut spins = 0u32;
     let mut since = None;
     while !done() {
@@ -187,16 +208,16 @@ fn run_skeleton(v: Variant) -> u64 {
         s.spawn(|| {
             pin(1);
             for pos in 0..ROUNDS {
-                let value = recv(&to_pong, chunk(pos), v, pos);
-                send(&to_ping, chunk(pos + 1), v, pos, value);
+                let value = recv(&to_pong, chunk(pos), v, pos, &chunks);
+                send(&to_ping, chunk(pos + 1), v, pos, value, (pos + 1) % 2);
             }
         });
         pin(0);
         let mut rtt = Vec::with_capacity(ROUNDS as usize);
         for pos in 0..ROUNDS {
             let t = Instant::now();
-            send(&to_pong, chunk(pos), v, pos, pos);
-            let value = recv(&to_ping, chunk(pos + 1), v, pos);
+            send(&to_pong, chunk(pos), v, pos, pos, pos % 2);
+            let value = recv(&to_ping, chunk(pos + 1), v, pos, &chunks);
             rtt.push(t.elapsed().as_nanos() as u64);
             assert_eq!(value, pos);
         }
@@ -239,11 +260,12 @@ fn run_shmbox() -> u64 {
 }
 
 fn main() {
-    let mut results = [const { Vec::new() }; 3];
+    let mut results = [const { Vec::new() }; 4];
     for _ in 0..RUNS {
         results[0].push(run_skeleton(Variant::Raw));
         results[1].push(run_skeleton(Variant::Protocol));
-        results[2].push(run_shmbox());
+        results[2].push(run_skeleton(Variant::Named));
+        results[3].push(run_shmbox());
     }
     let median = |v: &Vec<u64>| {
         let mut v = v.clone();
@@ -252,12 +274,17 @@ fn main() {
     };
     let floor = median(&results[0]) as f64;
     println!("one-way p50, ns (threads on CPUs 0 and 1; {RUNS} runs of {ROUNDS} round trips each)");
-    for (name, runs) in ["raw flag + payload", "protocol", "shmbox"]
-        .iter()
-        .zip(&results)
+    for (name, runs) in [
+        "raw flag + payload",
+        "protocol",
+        "protocol, chunk named by the cell",
+        "shmbox",
+    ]
+    .iter()
+    .zip(&results)
     {
         println!(
-            "{name:<20} median {:>4}  ({:.2}x the floor)  runs {runs:?}",
+            "{name:<34} median {:>4}  ({:.2}x the floor)  runs {runs:?}",
             median(runs),
             median(runs) as f64 / floor
         );
