@@ -116,7 +116,7 @@ pub enum OpenError {
     },
     /// The operating system refused access (e.g. a `0600` region of
     /// another user).
-    #[error("permission denied opening region '{name}': it belongs to another user, or its mode does not grant you read and write access")]
+    #[error("permission denied opening region '{name}': it belongs to another user, or its mode does not grant you the access needed (read and write to join it, read to inspect it)")]
     PermissionDenied {
         /// The region name.
         name: String,

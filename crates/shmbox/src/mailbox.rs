@@ -991,9 +991,13 @@ impl Mailbox {
     /// keeps pushing such entries cannot keep a `try_` call going for ever.
     #[inline(never)]
     fn try_recv_after(&self) -> Result<Message<'_>, TryRecvError> {
-        if let Refusal::Nothing = self.refusal.take() {
-            self.found_nothing();
-            return Err(TryRecvError::Empty);
+        match self.refusal.take() {
+            Refusal::Nothing => {
+                self.found_nothing();
+                return Err(TryRecvError::Empty);
+            }
+            Refusal::Corrupt(c) => return Err(TryRecvError::Corrupt(c)),
+            Refusal::Skipped => {}
         }
         for _ in 1..self.mapped().layout.config.mailbox_capacity {
             if let Some(message) = self.take_one() {

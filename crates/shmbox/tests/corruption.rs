@@ -700,3 +700,66 @@ fn a_scribbled_cell_is_reported_to_a_parked_receiver() {
     ));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A well-formed cell whose value names no chunk, and a message whose
+/// length exceeds its chunk, are each reported (to `try_recv` and to a
+/// waiting `recv`), never skipped or delivered; the messages after them
+/// still arrive.
+#[test]
+fn bad_entries_are_reported_then_the_next_messages_arrive() {
+    let _dog = watchdog("bad entries", Duration::from_secs(30));
+    let name = Name::new("corrupt", "entry");
+    let region = Region::create(&name.0, &config()).unwrap();
+    let rx = region.join("rx").unwrap();
+    let tx = region.join("tx").unwrap();
+    let l = Layout::compute(&config());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    let cells = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    // Position 0 filled (stamp 1) with a class that does not exist.
+    let bad_class = ((l.classes.len() as u64 + 1) << 24) | 3;
+    file.write_at(&((1u64 << 32) | bad_class).to_le_bytes(), cells)
+        .unwrap();
+    // The queue's tail is past it: the next send lands behind it.
+    file.write_at(
+        &1u64.to_le_bytes(),
+        l.mailbox(u64::from(rx.address().slot())),
+    )
+    .unwrap();
+    tx.send_copy(b"after", &rx.address()).unwrap();
+    match rx.try_recv() {
+        Err(TryRecvError::Corrupt(c)) => assert!(c.reason().contains("names no chunk"), "{c}"),
+        other => panic!("expected the bad entry to be reported, got {other:?}"),
+    }
+    assert_eq!(&*rx.try_recv().unwrap(), b"after");
+
+    // A message whose length word says more than its chunk holds; a
+    // waiting receive reports it.
+    let mut loan = tx.try_loan(8).unwrap();
+    loan.copy_from_slice(b"too long");
+    tx.try_send(loan, &rx.address())
+        .map_err(|e| e.to_string())
+        .unwrap();
+    // Find its chunk in the file by its payload, and scribble on the
+    // length word of its header.
+    let reader = std::fs::File::open(name.path()).unwrap();
+    let class = &l.classes[0];
+    let chunk = (0..class.count)
+        .map(|i| class.chunks + i * class.stride)
+        .find(|&at| {
+            let mut payload = [0u8; 8];
+            reader.read_at(&mut payload, at + CHUNK_HEADER).unwrap();
+            &payload == b"too long"
+        })
+        .expect("the sent chunk is in class 0");
+    file.write_at(&(1u64 << 20).to_le_bytes(), chunk + 8)
+        .unwrap();
+    tx.send_copy(b"next", &rx.address()).unwrap();
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(RecvTimeoutError::Corrupt(c)) => assert!(c.reason().contains("exceeds"), "{c}"),
+        other => panic!("expected the bad length to be reported, got {other:?}"),
+    }
+    assert_eq!(&*rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"next");
+}
