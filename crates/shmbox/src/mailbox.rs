@@ -142,10 +142,8 @@ impl fmt::Display for Address {
 /// found nothing, the participant keeps at most
 /// `min(16, count / (2 × max participants))` chunks of a class, so idle
 /// participants together never keep more than half of a pool. A receiver
-/// going to sleep trims to that share at once (so that its next loan after
-/// waking up does not go to the shared pool). A blocking loan that finds a
-/// class exhausted, and a participant that leaves, give back everything
-/// they keep.
+/// that goes to sleep, a blocking loan that finds a class exhausted, and a
+/// participant that leaves give back everything they keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -657,8 +655,9 @@ impl Mailbox {
         }
     }
 
-    /// Returns every cached chunk to the shared pool (before a loan waits
-    /// for a class, so nobody waits for chunks we are not using).
+    /// Returns every cached chunk to the shared pool (before we sleep or a
+    /// loan waits for a class, so nobody waits for chunks we are not
+    /// using).
     fn flush_cache(&self) {
         self.trim_cache(|_| 0);
     }
@@ -1207,11 +1206,11 @@ impl Mailbox {
                 spin_hint();
             } else {
                 let left = clock.remaining()?;
-                // Going to sleep: keep no more than our share of each
-                // class, and nothing of a class somebody waits for. Then
-                // mark the cell we wait on, and sleep until a sender fills
-                // it.
-                self.trim_cache_between_messages(IDLE_POLLS);
+                // Going to sleep: give back every chunk we keep (a loaner
+                // that starts waiting for a class later would not wake us
+                // to get them). Then mark the cell we wait on, and sleep
+                // until a sender fills it.
+                self.flush_cache();
                 let mailbox = self.mapped().mailbox(self.address.slot);
                 let ticket = mailbox.parker.ticket();
                 if mailbox.queue.mark_parked() {
