@@ -503,17 +503,6 @@ const _: () = assert!(std::mem::size_of::<ChunkHeader>() as u64 == CHUNK_HEADER)
 /// a whole chunk (header and payload) lies behind every such reference.
 pub(crate) type ChunkView<'a> = &'a ChunkHeader;
 
-impl ChunkHeader {
-    /// The chunk's payload, right after the header.
-    #[inline]
-    pub(crate) fn payload(&self) -> *mut u8 {
-        // A `ChunkHeader` is only ever reached through `Mapped::chunk_at`
-        // (it is never built by value), so the chunk's payload follows it
-        // in the same allocation; this is pointer arithmetic only.
-        (self as *const ChunkHeader as *mut u8).wrapping_add(CHUNK_HEADER as usize)
-    }
-}
-
 /// A chunk located in the region (see [`Mapped::chunk_at`]).
 #[derive(Clone, Copy)]
 pub(crate) struct ChunkAt<'a> {
@@ -788,12 +777,19 @@ impl Mapped {
         // SAFETY: the block spans the whole chunk: its header, 64-aligned
         // (elements start on a line), then its payload (`new` checked the
         // stride holds both). Shared memory is only accessed atomically
-        // through the header.
-        let header = unsafe { &*b.ptr.cast::<ChunkHeader>() };
+        // through the header. The payload pointer is taken from the block's
+        // own pointer, not from the header reference, so it may reach the
+        // whole payload.
+        let (header, payload) = unsafe {
+            (
+                &*b.ptr.cast::<ChunkHeader>(),
+                b.ptr.add(CHUNK_HEADER as usize),
+            )
+        };
         ChunkAt {
             r,
             header,
-            payload: header.payload(),
+            payload,
             capacity: c.size as usize,
         }
     }
@@ -879,7 +875,8 @@ pub(crate) fn prefetch_read(ptr: *const u8) {
     let _ = ptr;
 }
 
-/// A bounds-checked span of the region (see [`Mapped::block`]).
+/// A span of the region, one element of an array checked by
+/// [`Mapped::new`] (see [`Mapped::element`]).
 struct Block<'a> {
     ptr: *mut u8,
     len: u64,

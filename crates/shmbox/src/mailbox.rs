@@ -1,7 +1,7 @@
 //! [`Mailbox`]: a participant's handle for loaning, sending and receiving.
 
 use crate::batch::{Batch, Records};
-use crate::config::MAX_CLASSES;
+use crate::config::{MAX_CLASSES, MAX_PARTICIPANTS};
 use crate::error::{
     Corruption, JoinError, LoanError, RecvError, RecvTimeoutError, SendCopyError, SendError,
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
@@ -165,9 +165,9 @@ pub struct Mailbox {
     empty_polls: Cell<u32>,
     /// Why the last take gave no message (see `take_one`).
     refusal: Cell<Refusal>,
-    /// When a `try_send` last checked a full mailbox's receiver for
-    /// liveness.
-    liveness_checked: Cell<Option<Instant>>,
+    /// When a `try_send` last checked each slot's receiver for liveness
+    /// after finding its mailbox full.
+    liveness_checked: [Cell<Option<Instant>>; MAX_PARTICIPANTS as usize],
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -338,7 +338,7 @@ impl Mailbox {
             refill: RefCell::new(Vec::with_capacity(CLAIM_BATCH)),
             empty_polls: Cell::new(0),
             refusal: Cell::default(),
-            liveness_checked: Cell::new(None),
+            liveness_checked: std::array::from_fn(|_| Cell::new(None)),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -464,6 +464,7 @@ impl Mailbox {
             mailbox: self,
             chunk,
             header: at.header,
+            ptr: at.payload,
             len,
             capacity: at.capacity,
             batch: false,
@@ -567,15 +568,16 @@ impl Mailbox {
         }
     }
 
-    /// Counts a rare event (a refusal or a timeout) and publishes at once.
+    /// Counts a rare event (a timeout) and publishes at once.
     fn count(&self, counter: Counter) {
         let c = &self.counters[counter as usize];
         c.set(c.get().wrapping_add(1));
         self.publish_counters();
     }
 
-    /// Counts an event that may repeat fast; published with the message
-    /// counts.
+    /// Counts an event that may repeat fast (a full mailbox refusing a
+    /// `try_send`); published with the message counts, every
+    /// [`PUBLISH_EVERY`] events and whenever a receive finds nothing.
     fn count_lazily(&self, counter: Counter) {
         let c = &self.counters[counter as usize];
         c.set(c.get().wrapping_add(1));
@@ -853,7 +855,7 @@ impl Mailbox {
         mut result: Undelivered,
     ) -> Result<(), TrySendError<'m>> {
         if matches!(result, Undelivered::Full)
-            && self.liveness_check_due()
+            && self.liveness_check_due(to.slot)
             && self.region.is_dead(to.slot)
         {
             // A full mailbox may be a dead receiver's: reclaim it and say so.
@@ -876,17 +878,20 @@ impl Mailbox {
         }
     }
 
-    /// Whether a `try_send` that found a mailbox full should check its
-    /// receiver's liveness (a syscall): the first time, then at most every
-    /// [`FULL_CHECK_EVERY`], so a sender retrying in a loop is not slowed
-    /// down by a syscall per attempt, and a dead receiver is still found
-    /// within that time.
-    fn liveness_check_due(&self) -> bool {
+    /// Whether a `try_send` that found `slot`'s mailbox full should check
+    /// its receiver's liveness (a syscall): the first time, then at most
+    /// every [`FULL_CHECK_EVERY`] for that slot, so a sender retrying in a
+    /// loop is not slowed down by a syscall per attempt, and a dead
+    /// receiver is still found within that time.
+    fn liveness_check_due(&self, slot: u32) -> bool {
+        let Some(checked) = self.liveness_checked.get(slot as usize) else {
+            return true;
+        };
         let now = Instant::now();
-        match self.liveness_checked.get() {
+        match checked.get() {
             Some(at) if now.duration_since(at) < FULL_CHECK_EVERY => false,
             _ => {
-                self.liveness_checked.set(Some(now));
+                checked.set(Some(now));
                 true
             }
         }
@@ -1118,6 +1123,7 @@ impl Mailbox {
             mailbox: self,
             chunk: at.r,
             header,
+            ptr: at.payload,
             len: len as usize,
         })
     }
@@ -1273,6 +1279,8 @@ pub struct Loan<'m> {
     mailbox: &'m Mailbox,
     chunk: ChunkRef,
     header: ChunkView<'m>,
+    /// Its payload (from the chunk's block, like `ChunkAt::payload`).
+    ptr: *mut u8,
     len: usize,
     capacity: usize,
     batch: bool,
@@ -1316,14 +1324,14 @@ impl Deref for Loan<'_> {
         // SAFETY: `ptr..ptr+len` lies inside our chunk's payload (len <=
         // capacity) and our holder bit makes this participant the chunk's
         // only user until it is sent.
-        unsafe { std::slice::from_raw_parts(self.header.payload(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
 impl DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.header.payload(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
@@ -1349,6 +1357,8 @@ pub struct Message<'m> {
     chunk: ChunkRef,
     /// Its chunk's header, which we hold: nobody writes it until we drop.
     header: ChunkView<'m>,
+    /// Its payload (`ChunkAt::payload`).
+    ptr: *const u8,
     len: usize,
 }
 
@@ -1375,10 +1385,10 @@ impl Message<'_> {
 impl Deref for Message<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the payload follows the header in its chunk, `accept`
-        // checked `len` against the chunk's capacity, and our holder bit
-        // keeps the chunk from being loaned again until we drop.
-        unsafe { std::slice::from_raw_parts(self.header.payload(), self.len) }
+        // SAFETY: `ptr` is the chunk's payload (`ChunkAt::payload`),
+        // `accept` checked `len` against the chunk's capacity, and our
+        // holder bit keeps the chunk from being loaned again until we drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 

@@ -34,8 +34,8 @@ pub(crate) struct Shared {
     /// Keeps this process's own sweeps apart (OFD locks taken through one
     /// file description do not exclude each other).
     sweeping: Mutex<()>,
-    /// Mapped read-only, without an attach lock ([`Region::inspect`]):
-    /// nothing may ever store to `mapped`.
+    /// Opened read-only and mapped privately, without an attach lock
+    /// ([`Region::inspect`]): nothing stores to `mapped`.
     read_only: bool,
 }
 
@@ -148,7 +148,6 @@ fn io(e: Errno) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// What `open` found at a name, short of a usable region.
 /// How [`Region::open_inner`] opens an object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -158,6 +157,7 @@ enum Access {
     Inspect,
 }
 
+/// What `open` found at a name, short of a usable region.
 enum Opened {
     Ready(Region),
     /// The creator died before finishing; (device, inode) of the object.
@@ -235,8 +235,11 @@ impl Region {
     }
 
     /// Opens the existing region `name` for inspection only: its object is
-    /// opened and mapped read-only and no attach lock is taken, so it needs
-    /// only read permission, and an inspector never counts as attached
+    /// opened read-only and mapped as a private copy-on-write view (which
+    /// shows every change the participants make, and which nothing
+    /// stored through could reach the shared object), and no attach lock
+    /// is taken. It needs only read permission, and an inspector never
+    /// counts as attached
     /// (it does not keep a region from being recreated with another
     /// config). Everything that reads works — [`config`](Self::config),
     /// [`participants`](Self::participants),
@@ -318,7 +321,7 @@ impl Region {
             })?;
             let mapping = match access {
                 Access::Attach => Mapping::map(&fd, size_usize),
-                Access::Inspect => Mapping::map_read_only(&fd, size_usize),
+                Access::Inspect => Mapping::map_private(&fd, size_usize),
             };
             let backing = Backing::Shm(mapping.map_err(|e| io_err("mmap", e))?);
             let words = layout::header_words(&backing);

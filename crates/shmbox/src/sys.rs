@@ -74,8 +74,8 @@ pub(crate) fn free_bytes(fd: &OwnedFd) -> Option<u64> {
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// A shared mapping of a whole file (read-write, or read-only for
-/// inspection); unmapped on drop.
+/// A mapping of a whole file (shared and read-write, or a private view
+/// for inspection); unmapped on drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
@@ -92,26 +92,33 @@ impl Mapping {
     ///
     /// See [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html).
     pub(crate) fn map(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
-        Self::map_with(fd, len, rustix::mm::ProtFlags::WRITE)
+        Self::map_with(fd, len, rustix::mm::MapFlags::SHARED)
     }
 
-    /// `mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)`: any store through
-    /// it faults, so only loads may ever reach it (see `Region::inspect`).
-    pub(crate) fn map_read_only(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
-        Self::map_with(fd, len, rustix::mm::ProtFlags::empty())
+    /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE |
+    /// MAP_NORESERVE, fd, 0)`, for an inspector's `O_RDONLY` descriptor: a
+    /// copy-on-write view of the object. Pages never written (an inspector
+    /// never writes) are the object's own pages, so it sees every change
+    /// the participants make; a store, if one ever happened, would land in
+    /// a private copy and could not reach the shared object. (Writable,
+    /// unlike a `PROT_READ` mapping, so atomic loads of any ordering are
+    /// allowed on it.)
+    pub(crate) fn map_private(fd: &OwnedFd, len: usize) -> Result<Self, Errno> {
+        use rustix::mm::MapFlags;
+        Self::map_with(fd, len, MapFlags::PRIVATE | MapFlags::NORESERVE)
     }
 
-    fn map_with(fd: &OwnedFd, len: usize, write: rustix::mm::ProtFlags) -> Result<Self, Errno> {
+    fn map_with(fd: &OwnedFd, len: usize, flags: rustix::mm::MapFlags) -> Result<Self, Errno> {
         debug_assert!(len > 0);
-        use rustix::mm::{MapFlags, ProtFlags};
+        use rustix::mm::ProtFlags;
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases
         // no Rust object.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                ProtFlags::READ | write,
-                MapFlags::SHARED,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
                 fd,
                 0,
             )?

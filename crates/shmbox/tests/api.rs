@@ -111,8 +111,8 @@ fn inspecting_reads_everything_maps_read_only_and_never_attaches() {
     // Nothing that would store to the region is allowed.
     assert!(matches!(view.join("b"), Err(JoinError::ReadOnly(n)) if n == name.0));
     assert_eq!(view.sweep(), shmbox::SweepReport::default());
-    // The kernel holds us to it: the inspector's mapping of the object has
-    // no write permission.
+    // The inspector's mapping is private (copy-on-write: nothing stored
+    // through it could reach the region); the participant's is shared.
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let object = format!("/dev/shm/shmbox.{}", name.0);
     let perms: Vec<&str> = maps
@@ -120,8 +120,18 @@ fn inspecting_reads_everything_maps_read_only_and_never_attaches() {
         .filter(|l| l.contains(&object))
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
-    assert!(perms.contains(&"r--s"), "mappings of {object}: {perms:?}");
+    assert!(perms.contains(&"rw-p"), "mappings of {object}: {perms:?}");
     assert!(perms.contains(&"rw-s"), "mappings of {object}: {perms:?}");
+    // It sees what the participants do after it opened the region.
+    let b = region.join("b").unwrap();
+    a.send_copy(b"to b", &b.address()).unwrap();
+    let seen: Vec<(String, u64)> = view
+        .participants()
+        .into_iter()
+        .map(|p| (p.name, p.queued))
+        .collect();
+    assert_eq!(seen, [("a".to_string(), 1), ("b".to_string(), 1)]);
+    drop(b);
     // An inspector does not count as attached: with only it left, the
     // region may be recreated with another config, and the inspector keeps
     // reading the old one.
