@@ -330,17 +330,17 @@ fn blocking_recv_in_park_mode_is_woken_by_a_send() {
 }
 
 #[test]
-fn a_sleeping_receiver_keeps_no_chunks() {
-    let _w = watchdog("park keeps nothing", Duration::from_secs(30));
-    let name = Name::new("api", "park-keeps");
+fn a_sleeping_receiver_keeps_its_share_and_gives_it_to_a_waiting_loaner() {
+    let _w = watchdog("park keeps its share", Duration::from_secs(30));
+    let name = Name::new("api", "park-share");
     // 32 chunks, 2 participants: between messages a participant keeps up
-    // to 16, idle at most min(16, 32 / (2 × 2)) = 8, asleep none: a loaner
-    // that starts waiting for the class later would not wake it.
+    // to 16, idle or asleep at most its share, min(16, 32 / (2 × 2)) = 8.
     let config = Config::default()
         .with_classes(&[SizeClass::new(64, 32)])
         .with_max_participants(2)
         .with_mailbox_capacity(64);
     let region = Region::create(&name.0, &config).unwrap();
+    let free = || region.pool_usage()[0].free;
     std::thread::scope(|s| {
         let region = &region;
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -355,19 +355,38 @@ fn a_sleeping_receiver_keeps_no_chunks() {
                 assert_eq!(&*rx.recv().unwrap(), &[i]);
             }
             ready_tx.send(rx.address()).unwrap();
-            // Asleep until the test sends a message.
+            // Asleep until the test sends a message, however long the
+            // loaner below waits.
             let msg = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             assert_eq!(&*msg, b"wake");
         });
         let to = ready_rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(100)); // let it sleep
-                                                        // Every chunk can be loaned while it sleeps.
+        let kept = 32 - free();
+        assert!(
+            (1..=8).contains(&kept),
+            "a sleeping receiver keeps {kept} chunks, its share is 8"
+        );
+        // Take every chunk in the pool, then wait for one more: the loaner
+        // wakes the sleeping receiver, which gives back what it keeps.
         let tx = region.join("tx").unwrap();
         let mut loans = Vec::new();
         while let Ok(loan) = tx.try_loan(8) {
             loans.push(loan);
         }
-        assert_eq!(loans.len(), 32, "a sleeping receiver kept chunks");
+        assert_eq!(loans.len() as u32, 32 - kept);
+        let started = Instant::now();
+        let waited = tx.loan_timeout(8, Duration::from_secs(5));
+        assert!(
+            waited.is_ok(),
+            "the kept chunks never came back: {waited:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the loan waited {:?}",
+            started.elapsed()
+        );
+        drop(waited);
         drop(loans);
         tx.send_copy(b"wake", &to).unwrap();
         receiver.join().unwrap();
