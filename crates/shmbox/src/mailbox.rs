@@ -142,11 +142,9 @@ impl fmt::Display for Address {
 /// found nothing, the participant keeps at most
 /// `min(16, count / (2 × max participants))` chunks of a class, so idle
 /// participants together never keep more than half of a pool. A receiver
-/// going to sleep keeps that share too, so that its first loan after
-/// waking does not go to the shared pool; a loan that finds a class
-/// exhausted wakes sleeping receivers, which give back what they keep of
-/// it. A blocking loan that finds a class exhausted, and a participant that
-/// leaves, give back everything they keep themselves.
+/// or a sender that goes to sleep, a blocking loan that finds a class
+/// exhausted, and a participant that leaves give back everything they
+/// keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -561,10 +559,6 @@ impl Mailbox {
                         self.region.sweep();
                         self.claim(len).ok()
                     },
-                    // Receivers asleep may keep chunks of the class: wake
-                    // them, now that they can see us waiting, to give
-                    // them back.
-                    || self.wake_sleepers(),
                 )
                 .map(|c| self.loan_from(c, len))
                 .ok_or_else(|| {
@@ -664,8 +658,9 @@ impl Mailbox {
         }
     }
 
-    /// Returns every cached chunk to the shared pool (before a loan waits
-    /// for a class, so nobody waits for chunks we are not using).
+    /// Returns every cached chunk to the shared pool (before we sleep in a
+    /// receive or a send, or a loan waits for a class, so nobody waits for
+    /// chunks we are not using).
     fn flush_cache(&self) {
         self.trim_cache(|_| 0);
     }
@@ -710,16 +705,13 @@ impl Mailbox {
 
     /// Waits on `list` until `ready` gives a value or `timeout` passes;
     /// every [`CHECK_EVERY`] it runs `check` (liveness checks and sweeps,
-    /// which cost syscalls and so stay off the fast path). Each time it has
-    /// registered as a waiter it calls `registered` (see
-    /// [`EventCount::wait_until_with`]).
+    /// which cost syscalls and so stay off the fast path).
     fn wait_checking<T>(
         &self,
         list: &EventCount<'_>,
         timeout: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
         mut check: impl FnMut() -> Option<T>,
-        mut registered: impl FnMut(),
     ) -> Option<T> {
         let start = Instant::now();
         loop {
@@ -727,8 +719,7 @@ impl Mailbox {
                 Some(t) => t.saturating_sub(start.elapsed()).min(CHECK_EVERY),
                 None => CHECK_EVERY,
             };
-            let futex = &self.region.shared.futex;
-            if let Some(v) = list.wait_until_with(futex, Some(slice), &mut ready, &mut registered) {
+            if let Some(v) = list.wait_until(&self.region.shared.futex, Some(slice), &mut ready) {
                 return Some(v);
             }
             if let Some(v) = check() {
@@ -818,8 +809,11 @@ impl Mailbox {
                 },
                 None => CHECK_EVERY,
             };
-            // Flag the entry the receiver takes next, then sleep until it
+            // Going to sleep: give back every chunk we keep (the receiver
+            // we wait for may itself be waiting for one of them). Then
+            // flag the entry the receiver takes next, and sleep until it
             // rings the room doorbell on taking it.
+            self.flush_cache();
             let ticket = rx.room.ticket();
             if rx.queue.mark_waiting() {
                 rx.room.wait(&self.region.shared.futex, ticket, Some(slice));
@@ -1222,12 +1216,11 @@ impl Mailbox {
                 spin_hint();
             } else {
                 let left = clock.remaining()?;
-                // Going to sleep: keep no more than our share of each
-                // class, and nothing of a class somebody waits for (a
-                // loaner that starts waiting later wakes us to give it
-                // back). Then mark the cell we wait on, and sleep until a
-                // sender fills it.
-                self.trim_cache_between_messages(IDLE_POLLS);
+                // Going to sleep: give back every chunk we keep (a loaner
+                // that starts waiting for a class later would not wake us
+                // to get them). Then mark the cell we wait on, and sleep
+                // until a sender fills it.
+                self.flush_cache();
                 let mailbox = self.mapped().mailbox(self.address.slot);
                 let ticket = mailbox.parker.ticket();
                 if mailbox.queue.mark_parked() {
@@ -1243,23 +1236,6 @@ impl Mailbox {
             }
             if let Some(r) = received(self.try_recv()) {
                 return r;
-            }
-        }
-    }
-
-    /// Wakes every other participant asleep in a receive. Each looks at its
-    /// mailbox, finds nothing, gives back what it keeps of any class
-    /// somebody waits for, and sleeps again. Only a loaner that found a
-    /// class exhausted does this.
-    fn wake_sleepers(&self) {
-        let m = self.mapped();
-        for slot in 0..m.layout.config.max_participants {
-            if slot == self.address.slot {
-                continue;
-            }
-            let mailbox = m.mailbox(slot);
-            if mailbox.queue.is_parked() {
-                mailbox.parker.ring(&self.region.shared.futex, 1);
             }
         }
     }

@@ -80,25 +80,11 @@ impl<'a> EventCount<'a> {
     /// last check). `ready` is re-checked after registering, so a
     /// notification between the caller's failed attempt and the sleep is
     /// not lost.
-    #[cfg(shmbox_loom)]
     pub(crate) fn wait_until<F: Futex, T>(
         &self,
         futex: &F,
         timeout: Option<Duration>,
-        ready: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
-        self.wait_until_with(futex, timeout, ready, || {})
-    }
-
-    /// [`wait_until`](Self::wait_until), calling `registered()` each time
-    /// it has registered as a waiter, before its re-check: whoever it wakes
-    /// there sees the waiter.
-    pub(crate) fn wait_until_with<F: Futex, T>(
-        &self,
-        futex: &F,
-        timeout: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
-        mut registered: impl FnMut(),
     ) -> Option<T> {
         let start = std::time::Instant::now();
         loop {
@@ -118,7 +104,6 @@ impl<'a> EventCount<'a> {
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
             // a waiter that sees a new `seq` also sees the progress behind it.
             let seq = self.seq.load(Ordering::Acquire);
-            registered();
             let got = ready();
             if got.is_none() {
                 futex.wait(self.seq, seq, remaining);

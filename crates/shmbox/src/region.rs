@@ -249,6 +249,13 @@ impl Region {
     /// The same checks as [`open`](Self::open) apply to the header.
     ///
     /// This is what `shmbox ls`, `info` and `watch` use.
+    ///
+    /// Two caveats of the private view: in a process that locks its
+    /// memory (`mlockall(MCL_FUTURE)`) the view is copied when mapped and
+    /// then shows the region as it was at that moment; and with strict
+    /// overcommit (`vm.overcommit_memory = 2`) mapping a large region
+    /// counts its whole size against the commit limit and may fail with
+    /// an I/O error.
     pub fn inspect(name: &str) -> Result<Region, OpenError> {
         match Region::open_inner(name, Access::Inspect)? {
             Opened::Ready(r) => Ok(r),
