@@ -95,31 +95,30 @@ impl Report {
         let ns = |v: Option<f64>| v.map_or("-".into(), format_ns);
         let mut rows = Vec::new();
 
-        let (spin, floor) = (
+        // A latency ratio: `num / den`, at most `bound`.
+        let latency_row =
+            |id: &str, what: &str, num: Option<f64>, den: Option<f64>, bound| TargetRow {
+                id: id.into(),
+                what: what.into(),
+                value: ratio(num, den),
+                bound,
+                at_most: true,
+                detail: format!("{} / {}", ns(num), ns(den)),
+            };
+        rows.push(latency_row(
+            "1",
+            "spin, 8 B written + read, vs raw 8 B payload",
             self.p50("shmbox spin", 8, Written),
             self.p50(FLOOR, 8, Written),
-        );
-        rows.push(TargetRow {
-            id: "1".into(),
-            what: "spin, 8 B written + read, vs raw 8 B payload".into(),
-            value: ratio(spin, floor),
-            bound: 1.3,
-            at_most: true,
-            detail: format!("{} / {}", ns(spin), ns(floor)),
-        });
-
-        let (big, small) = (
+            1.3,
+        ));
+        rows.push(latency_row(
+            "2",
+            "spin, 1 MiB untouched, vs 8 B untouched",
             self.p50("shmbox spin", 1 << 20, Untouched),
             self.p50("shmbox spin", 8, Untouched),
-        );
-        rows.push(TargetRow {
-            id: "2".into(),
-            what: "spin, 1 MiB untouched, vs 8 B untouched".into(),
-            value: ratio(big, small),
-            bound: 1.1,
-            at_most: true,
-            detail: format!("{} / {}", ns(big), ns(small)),
-        });
+            1.1,
+        ));
 
         let (park, futex) = (
             self.p50("shmbox park", 8, Written),
@@ -143,23 +142,19 @@ impl Report {
             ),
         });
 
-        let adaptive = self
-            .stream
-            .iter()
-            .find(|r| r.transport == "shmbox adaptive");
-        let spin_stream = self.stream.iter().find(|r| r.transport == "shmbox spin");
-        rows.push(TargetRow {
-            id: "4".into(),
-            what: "adaptive vs spin, steady stream inside the spin window".into(),
-            value: ratio(adaptive.map(|r| r.p50_ns), spin_stream.map(|r| r.p50_ns)),
-            bound: 1.1,
-            at_most: true,
-            detail: format!(
-                "{} / {}",
-                ns(adaptive.map(|r| r.p50_ns)),
-                ns(spin_stream.map(|r| r.p50_ns))
-            ),
-        });
+        let stream_p50 = |transport: &str| {
+            self.stream
+                .iter()
+                .find(|r| r.transport == transport)
+                .map(|r| r.p50_ns)
+        };
+        rows.push(latency_row(
+            "4",
+            "adaptive vs spin, steady stream inside the spin window",
+            stream_p50("shmbox adaptive"),
+            stream_p50("shmbox spin"),
+            1.1,
+        ));
 
         let rate = |v: Option<(f64, f64)>| v.map_or("-".into(), |r| format!("{:.2} M", r.0 / 1e6));
         let (batched, single) = (

@@ -21,8 +21,7 @@ pub fn check_region_image(bytes: &[u8]) -> Result<usize, String> {
         let mut drained = Vec::new();
         queue.close(|v| drained.push(v));
         for value in drained {
-            if let Ok(chunk) = mapped.decode(value) {
-                let chunk = mapped.chunk_at(chunk);
+            if let Ok(chunk) = mapped.entry(value) {
                 let word = chunk.header.len.load(std::sync::atomic::Ordering::Relaxed);
                 // As `Mailbox::accept` reads it: the length, with the batch
                 // flag masked off.

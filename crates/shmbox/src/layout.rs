@@ -27,7 +27,8 @@
 //! Shared memory holds offsets and indices, never pointers. A mailbox cell
 //! carries a chunk's class and index (`(class + 1) << 24 | index`), which the
 //! receiver turns into an address with a multiply, not a search or a
-//! division. Every value read back is checked by [`Mapped::decode`].
+//! division. Every value read back is checked by [`Mapped::decode`] (or
+//! [`Mapped::entry`], which also locates the chunk).
 //!
 //! An attacher copies the header once, recomputes the whole layout from the
 //! config it holds, and refuses the region unless every stored offset and
@@ -255,7 +256,7 @@ impl Layout {
 
     /// Validates a mailbox cell's value: it must name a chunk of some
     /// class (see [`encode_entry`]). Two shifts and two compares: this runs
-    /// on every message received.
+    /// on every message received (through [`Mapped::entry`]).
     #[inline]
     pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadEntry> {
         let class = (value >> ENTRY_CLASS_SHIFT).wrapping_sub(1) as usize;
@@ -725,7 +726,6 @@ impl Mapped {
         )
     }
 
-    /// The wait list of loaners blocked on an exhausted class.
     /// Whether loaners sleep waiting for a chunk of `class` (the
     /// `waiters` count of [`pool_waiters`](Self::pool_waiters)).
     #[inline]
@@ -734,6 +734,7 @@ impl Mapped {
         self.u32_at(c.pool_offset).load(Ordering::Relaxed) != 0
     }
 
+    /// The wait list of loaners blocked on an exhausted class.
     pub(crate) fn pool_waiters(&self, class: u8) -> EventCount<'_> {
         let c = &self.layout.classes[class as usize];
         EventCount::new(self.u32_at(c.pool_offset), self.u32_at(c.pool_offset + 4))
@@ -749,30 +750,7 @@ impl Mapped {
     /// with one bounds check.
     #[inline]
     pub(crate) fn chunk_at(&self, r: ChunkRef) -> ChunkAt<'_> {
-        self.chunk_in(&self.layout.classes[r.class as usize], r)
-    }
-
-    /// The chunk a value read from a mailbox cell names, validated: its
-    /// class must exist and its index be below the class's count.
-    #[inline]
-    pub(crate) fn entry(&self, value: u32) -> Result<ChunkAt<'_>, BadEntry> {
-        let class = (value >> ENTRY_CLASS_SHIFT).wrapping_sub(1);
-        let index = value & ENTRY_INDEX_MASK;
-        match self.layout.classes.get(class as usize) {
-            Some(c) if index < c.count => Ok(self.chunk_in(
-                c,
-                ChunkRef {
-                    class: class as u8,
-                    index,
-                },
-            )),
-            _ => Err(BadEntry(value)),
-        }
-    }
-
-    /// [`chunk_at`](Self::chunk_at) with `r`'s class layout `c` at hand.
-    #[inline(always)]
-    fn chunk_in(&self, c: &ClassLayout, r: ChunkRef) -> ChunkAt<'_> {
+        let c = &self.layout.classes[r.class as usize];
         let b = self.element(c.chunks_offset, c.stride, r.index, c.count);
         // SAFETY: the block spans the whole chunk: its header, 64-aligned
         // (elements start on a line), then its payload (`new` checked the
@@ -792,6 +770,13 @@ impl Mapped {
             payload,
             capacity: c.size as usize,
         }
+    }
+
+    /// The chunk a value read from a mailbox cell names, validated: its
+    /// class must exist and its index be below the class's count.
+    #[inline]
+    pub(crate) fn entry(&self, value: u32) -> Result<ChunkAt<'_>, BadEntry> {
+        self.decode(value).map(|r| self.chunk_at(r))
     }
 
     /// The value a mailbox cell carries for `r`.

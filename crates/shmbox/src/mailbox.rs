@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How long an [`WaitStrategy::Adaptive`] receiver spins before parking.
 const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
-/// How often a `try_send` that keeps finding a mailbox full checks whether
-/// its receiver died.
+/// How often a send that keeps finding a mailbox full checks whether its
+/// receiver died.
 const FULL_CHECK_EVERY: Duration = Duration::from_millis(1);
 /// Retries a blocked sender spins through before it sleeps.
 const SEND_SPINS: u32 = 64;
@@ -186,8 +186,6 @@ pub struct Mailbox {
 struct Kept {
     chunks: [[Cell<u32>; CACHE_PER_CLASS]; MAX_CLASSES],
     lens: [Cell<u8>; MAX_CLASSES],
-    /// Chunks kept, all classes.
-    total: Cell<u32>,
 }
 
 impl Kept {
@@ -196,9 +194,8 @@ impl Kept {
         usize::from(self.lens[class as usize].get())
     }
 
-    #[inline]
     fn is_empty(&self) -> bool {
-        self.total.get() == 0
+        self.lens.iter().all(|len| len.get() == 0)
     }
 
     /// The chunk of `class` kept last.
@@ -206,7 +203,6 @@ impl Kept {
     fn pop(&self, class: u8) -> Option<u32> {
         let len = self.len(class).checked_sub(1)?;
         self.lens[class as usize].set(len as u8);
-        self.total.set(self.total.get() - 1);
         Some(self.chunks[class as usize][len].get())
     }
 
@@ -219,7 +215,6 @@ impl Kept {
         };
         top.set(index);
         self.lens[class as usize].set(len as u8 + 1);
-        self.total.set(self.total.get() + 1);
         true
     }
 
@@ -236,7 +231,6 @@ impl Kept {
             stack[i - n].set(stack[i].get());
         }
         self.lens[class as usize].set((len - n) as u8);
-        self.total.set(self.total.get() - n as u32);
         n
     }
 }
@@ -625,26 +619,22 @@ impl Mailbox {
         // for our next loan instead of returning it to the shared pool.
         if holders.load(Ordering::Relaxed) == self.bit
             && !self.mapped().loaners_waiting(chunk.class)
-            && self.cache.push(chunk.class, chunk.index)
         {
+            if !self.cache.push(chunk.class, chunk.index) {
+                self.keep_when_full(chunk);
+            }
             return;
         }
-        self.release_shared(chunk, holders);
+        sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
     }
 
-    /// [`release`](Self::release) of a chunk we do not keep for ourselves.
-    #[inline(never)]
-    fn release_shared(&self, chunk: ChunkRef, holders: &AtomicU64) {
-        let m = self.mapped();
-        if holders.load(Ordering::Relaxed) == self.bit && !m.loaners_waiting(chunk.class) {
-            // Our cache is full: give the older half back in one go, and
-            // keep this one.
-            self.give_back(chunk.class, CACHE_PER_CLASS / 2);
-            let pushed = self.cache.push(chunk.class, chunk.index);
-            debug_assert!(pushed, "half the cache was given back");
-            return;
-        }
-        sweep::release(m, &self.region.shared.futex, chunk, self.bit);
+    /// Keeps `chunk` when the cache of its class is full: gives the older
+    /// half back in one go first.
+    #[cold]
+    fn keep_when_full(&self, chunk: ChunkRef) {
+        self.give_back(chunk.class, CACHE_PER_CLASS / 2);
+        let pushed = self.cache.push(chunk.class, chunk.index);
+        debug_assert!(pushed, "half the cache was given back");
     }
 
     /// Returns the `n` oldest kept chunks of `class` to the shared pool in
@@ -675,7 +665,7 @@ impl Mailbox {
     fn trim_cache_between_messages(&self, idle: u32) {
         let m = self.mapped();
         self.trim_cache(|class| {
-            if m.pool_waiters(class).waiters() != 0 {
+            if m.loaners_waiting(class) {
                 0
             } else if idle >= IDLE_POLLS {
                 self.keep[class as usize]
@@ -799,8 +789,11 @@ impl Mailbox {
         }
         let m = self.mapped();
         let rx = m.mailbox(to.slot);
+        // Going to sleep: give back every chunk we keep (the receiver we
+        // wait for may itself be waiting for one of them; we receive
+        // nothing while we wait, so nothing comes back to keep).
+        self.flush_cache();
         let start = Instant::now();
-        let mut checked = start;
         loop {
             let slice = match timeout {
                 Some(t) => match t.checked_sub(start.elapsed()) {
@@ -809,11 +802,8 @@ impl Mailbox {
                 },
                 None => CHECK_EVERY,
             };
-            // Going to sleep: give back every chunk we keep (the receiver
-            // we wait for may itself be waiting for one of them). Then
-            // flag the entry the receiver takes next, and sleep until it
+            // Flag the entry the receiver takes next, then sleep until it
             // rings the room doorbell on taking it.
-            self.flush_cache();
             let ticket = rx.room.ticket();
             if rx.queue.mark_waiting() {
                 rx.room.wait(&self.region.shared.futex, ticket, Some(slice));
@@ -823,11 +813,8 @@ impl Mailbox {
                 other => return other,
             }
             // Now and then, make sure the receiver is still alive.
-            if checked.elapsed() >= CHECK_EVERY {
-                checked = Instant::now();
-                if self.region.is_dead(to.slot) {
-                    self.region.sweep();
-                }
+            if self.liveness_check_due(to.slot) && self.region.is_dead(to.slot) {
+                self.region.sweep();
             }
         }
     }
@@ -882,11 +869,12 @@ impl Mailbox {
         }
     }
 
-    /// Whether a `try_send` that found `slot`'s mailbox full should check
-    /// its receiver's liveness (a syscall): the first time, then at most
-    /// every [`FULL_CHECK_EVERY`] for that slot, so a sender retrying in a
-    /// loop is not slowed down by a syscall per attempt, and a dead
-    /// receiver is still found within that time.
+    /// Whether a send that found `slot`'s mailbox full should check its
+    /// receiver's liveness (a syscall): the first time, then at most every
+    /// [`FULL_CHECK_EVERY`] for that slot, so a sender retrying in a loop
+    /// (`try_send`, or `send` waiting for room) is not slowed down by a
+    /// syscall per attempt, and a dead receiver is still found within that
+    /// time.
     fn liveness_check_due(&self, slot: u32) -> bool {
         let Some(checked) = self.liveness_checked.get(slot as usize) else {
             return true;
@@ -908,15 +896,7 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        match self.deliver(&loan, to) {
-            Ok(()) => {
-                loan.consume();
-                return Ok(());
-            }
-            Err(Undelivered::Disconnected) => return Err(SendError::Disconnected(loan)),
-            Err(Undelivered::Full) => {}
-        }
-        match self.send_wait(&loan, to, None) {
+        match self.deliver_or_wait(&loan, to, None) {
             Ok(()) => {
                 loan.consume();
                 Ok(())
@@ -938,25 +918,7 @@ impl Mailbox {
             std::ptr::eq(loan.mailbox, self),
             "loan sent from another mailbox"
         );
-        match self.deliver(&loan, to) {
-            Ok(()) => {
-                loan.consume();
-                return Ok(());
-            }
-            Err(Undelivered::Disconnected) => return Err(SendTimeoutError::Disconnected(loan)),
-            Err(Undelivered::Full) => {}
-        }
-        self.send_timeout_slow(loan, to, timeout)
-    }
-
-    #[inline(never)]
-    fn send_timeout_slow<'m>(
-        &self,
-        loan: Loan<'m>,
-        to: &Address,
-        timeout: Duration,
-    ) -> Result<(), SendTimeoutError<'m>> {
-        match self.send_wait(&loan, to, Some(timeout)) {
+        match self.deliver_or_wait(&loan, to, Some(timeout)) {
             Ok(()) => {
                 loan.consume();
                 Ok(())
@@ -966,6 +928,21 @@ impl Mailbox {
                 Err(SendTimeoutError::Timeout(loan))
             }
             Err(Undelivered::Disconnected) => Err(SendTimeoutError::Disconnected(loan)),
+        }
+    }
+
+    /// One delivery attempt inline; if the mailbox is full, the wait for
+    /// room (at most `timeout`) out of line.
+    #[inline(always)]
+    fn deliver_or_wait(
+        &self,
+        loan: &Loan<'_>,
+        to: &Address,
+        timeout: Option<Duration>,
+    ) -> Result<(), Undelivered> {
+        match self.deliver(loan, to) {
+            Err(Undelivered::Full) => self.send_wait(loan, to, timeout),
+            done => done,
         }
     }
 

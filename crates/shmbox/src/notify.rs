@@ -115,13 +115,6 @@ impl<'a> EventCount<'a> {
         }
     }
 
-    /// Number of registered sleepers.
-    #[cfg_attr(shmbox_loom, allow(dead_code))]
-    #[inline]
-    pub(crate) fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
-    }
-
     /// Notifier, after making progress (freeing room or a chunk): wakes all
     /// sleepers. One load when nobody sleeps.
     #[inline]

@@ -265,14 +265,21 @@ impl<'a> OffsetQueue<'a> {
     /// Producer, finding the queue full: flags the entry the consumer takes
     /// next, so that the consumer rings the room doorbell when it takes it.
     /// Returns `false` if the queue is no longer full (try again instead of
-    /// sleeping).
+    /// sleeping). A cell that is neither room nor an entry (only a scribble
+    /// makes one) returns `true` unflagged: the producer sleeps its time
+    /// slice instead of spinning on it.
     pub(crate) fn mark_waiting(&self) -> bool {
         let cap = self.cells.len() as u32;
         let tail = self.tail.load(Ordering::Relaxed);
         let cell = self.cell(tail);
         let current = cell.load(Ordering::Acquire);
-        if stamp_of(current) != (tail as u32).wrapping_sub(cap).wrapping_add(1) {
+        let stamp = stamp_of(current);
+        if stamp == tail as u32 || stamp == (tail as u32).wrapping_add(1) {
+            // Room, or filled by a producer that has not moved `tail` yet.
             return false;
+        }
+        if stamp != (tail as u32).wrapping_sub(cap).wrapping_add(1) {
+            return true;
         }
         current as u32 & WAITER != 0
             || cell

@@ -219,6 +219,7 @@ impl Region {
             Some(name.into()),
             true,
             Some(fd),
+            false,
         ))
     }
 
@@ -395,13 +396,13 @@ impl Region {
                     .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
             }
             let mapped = Mapped::new(backing, layout);
-            let mut region = Region::from_mapped(mapped, Some(name.into()), false, Some(fd));
-            if access == Access::Inspect {
-                Arc::get_mut(&mut region.shared)
-                    .expect("a fresh handle is not shared")
-                    .read_only = true;
-            }
-            return Ok(Opened::Ready(region));
+            return Ok(Opened::Ready(Region::from_mapped(
+                mapped,
+                Some(name.into()),
+                false,
+                Some(fd),
+                access == Access::Inspect,
+            )));
         }
     }
 
@@ -484,6 +485,7 @@ impl Region {
             None,
             true,
             None,
+            false,
         ))
     }
 
@@ -492,6 +494,7 @@ impl Region {
         name: Option<String>,
         created: bool,
         fd: Option<OwnedFd>,
+        read_only: bool,
     ) -> Region {
         Region {
             shared: Arc::new(Shared {
@@ -501,7 +504,7 @@ impl Region {
                 created,
                 fd,
                 sweeping: Mutex::new(()),
-                read_only: false,
+                read_only,
             }),
         }
     }

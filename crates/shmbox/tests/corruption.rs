@@ -763,3 +763,40 @@ fn bad_entries_are_reported_then_the_next_messages_arrive() {
     }
     assert_eq!(&*rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"next");
 }
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat`.
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// A sender facing a cell that is neither room nor an entry (a scribble)
+/// waits out its timeout asleep, not spinning on the cell.
+#[test]
+fn a_scribbled_cell_makes_a_sender_wait_not_spin() {
+    let _dog = watchdog("scribbled cell, sender", Duration::from_secs(30));
+    let name = Name::new("corrupt", "send-cell");
+    let region = Region::create(&name.0, &config()).unwrap();
+    let rx = region.join("rx").unwrap();
+    let tx = region.join("tx").unwrap();
+    let l = Layout::compute(&config());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    // Tail is 0: give its cell the stamp of some other lap.
+    let cell = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
+    let loan = tx.try_loan(8).unwrap();
+    let (wall, cpu) = (Instant::now(), thread_cpu_time());
+    match tx.send_timeout(loan, &rx.address(), Duration::from_millis(500)) {
+        Err(SendTimeoutError::Timeout(_)) => {}
+        other => panic!(
+            "expected a timeout, got {:?}",
+            other.map_err(|e| e.to_string())
+        ),
+    }
+    let (wall, cpu) = (wall.elapsed(), thread_cpu_time() - cpu);
+    assert!(wall >= Duration::from_millis(500), "{wall:?}");
+    assert!(cpu < wall / 4, "spent {cpu:?} on the CPU in {wall:?}");
+}
