@@ -9,7 +9,7 @@
 //! to stderr and return when the capability is missing.
 
 use shmbox::{Config, Region, SizeClass, SweepReport};
-use shmbox_itest::{assert_pool_full, TestRegion};
+use shmbox_itest::{assert_nothing_left, assert_pool_full, TestRegion};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -269,8 +269,7 @@ fn restart_after_kill_9_of_everyone() {
     assert_eq!(report.messages, 3 * 5, "{report:?}");
     // Every chunk the dead held or had queued for them went back.
     assert_eq!(report.chunks, in_use, "{report:?}");
-    assert!(region.participants().is_empty());
-    assert_pool_full(&region);
+    assert_nothing_left(&region);
 
     // The same names can join again, and there is nothing left to sweep.
     let mailboxes: Vec<_> = names
@@ -294,8 +293,7 @@ fn restart_after_kill_9_of_everyone() {
         let line = kids.expect_ok(i, STEP);
         eprintln!("restart_after_kill_9_of_everyone: {line}");
     }
-    assert!(region.participants().is_empty());
-    assert_pool_full(&region);
+    assert_nothing_left(&region);
     assert_eq!(region.sweep(), SweepReport::default());
     drop(region);
 
@@ -564,8 +562,7 @@ fn another_uid_cannot_open_a_private_region() {
         .expect("spawn probe as nobody");
     let line = kids.expect_ok(joined, STEP);
     eprintln!("{TEST}: {line}");
-    assert!(region2.participants().is_empty());
-    assert_pool_full(&region2);
+    assert_nothing_left(&region2);
     assert!(region.participants().is_empty());
 
     // Readable but not writable by others: they can inspect it (read-only
@@ -579,5 +576,5 @@ fn another_uid_cannot_open_a_private_region() {
     let line = kids.expect_ok(inspector, STEP);
     eprintln!("{TEST}: {line}");
     drop(owner);
-    assert_pool_full(&region3);
+    assert_nothing_left(&region3);
 }

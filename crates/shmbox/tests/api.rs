@@ -46,6 +46,15 @@ fn assert_pool_full_when_idle(region: &Region, idle: &[&Mailbox]) {
     }
 }
 
+/// Polls `done` until it holds, failing after 5 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn assert_pool_full(region: &Region) {
     for class in region.pool_usage() {
         assert_eq!(
@@ -360,8 +369,14 @@ fn a_sleeping_receiver_keeps_no_chunks() {
             assert_eq!(&*msg, b"wake");
         });
         let to = ready_rx.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(100)); // let it sleep
-                                                        // Every chunk can be loaned while it sleeps.
+        // Until it sleeps.
+        eventually("rx parked", || {
+            region
+                .participants()
+                .iter()
+                .any(|p| p.name == "rx" && p.parked)
+        });
+        // Every chunk can be loaned while it sleeps.
         let tx = region.join("tx").unwrap();
         let mut loans = Vec::new();
         while let Ok(loan) = tx.try_loan(8) {
@@ -373,8 +388,6 @@ fn a_sleeping_receiver_keeps_no_chunks() {
         receiver.join().unwrap();
     });
     assert_pool_full(&region);
-    drop(region);
-    Region::remove(&name.0).unwrap();
 }
 
 #[test]
@@ -409,9 +422,16 @@ fn a_sender_waiting_for_room_keeps_no_chunks() {
                 .unwrap();
         });
         ready_rx.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(100)); // let it wait
-                                                        // Every chunk not queued or being sent can be loaned while the
-                                                        // sender waits: it gave back what it kept.
+        // Until it waits: two queued chunks and the one it sends, nothing
+        // kept.
+        eventually("tx holding 3 chunks", || {
+            region
+                .participants()
+                .iter()
+                .any(|p| p.name == "tx" && p.holding == 3)
+        });
+        // Every chunk not queued or being sent can be loaned while the
+        // sender waits: it gave back what it kept.
         let mut loans = Vec::new();
         while let Ok(loan) = rx.try_loan(8) {
             loans.push(loan);
@@ -425,8 +445,6 @@ fn a_sender_waiting_for_room_keeps_no_chunks() {
     });
     drop(rx);
     assert_pool_full(&region);
-    drop(region);
-    Region::remove(&name.0).unwrap();
 }
 
 #[test]
@@ -848,7 +866,8 @@ fn batches_carry_many_records_in_one_entry() {
     }
     assert_eq!(batch.len(), sent.len());
     assert!(batch.remaining() < shmbox::record_size(sent.len() % 41));
-    assert!(batch.push_copy(&[]) == (batch.remaining() >= shmbox::RECORD_HEADER));
+    let room = batch.remaining();
+    assert_eq!(batch.push_copy(&[]), room >= shmbox::RECORD_HEADER);
     let sent_len = batch.len();
     let loan = batch.finish();
     assert!(loan.is_batch());
