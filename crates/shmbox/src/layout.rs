@@ -259,13 +259,22 @@ impl Layout {
     /// on every message received (through [`Mapped::entry`]).
     #[inline]
     pub(crate) fn decode(&self, value: u32) -> Result<ChunkRef, BadEntry> {
+        self.decode_in(value).map(|(r, _)| r)
+    }
+
+    /// [`decode`](Self::decode), with the class's layout.
+    #[inline]
+    fn decode_in(&self, value: u32) -> Result<(ChunkRef, &ClassLayout), BadEntry> {
         let class = (value >> ENTRY_CLASS_SHIFT).wrapping_sub(1) as usize;
         let index = value & ENTRY_INDEX_MASK;
         match self.classes.get(class) {
-            Some(c) if index < c.count => Ok(ChunkRef {
-                class: class as u8,
-                index,
-            }),
+            Some(c) if index < c.count => Ok((
+                ChunkRef {
+                    class: class as u8,
+                    index,
+                },
+                c,
+            )),
             _ => Err(BadEntry(value)),
         }
     }
@@ -750,7 +759,12 @@ impl Mapped {
     /// with one bounds check.
     #[inline]
     pub(crate) fn chunk_at(&self, r: ChunkRef) -> ChunkAt<'_> {
-        let c = &self.layout.classes[r.class as usize];
+        self.chunk_in(&self.layout.classes[r.class as usize], r)
+    }
+
+    /// [`chunk_at`](Self::chunk_at) with `r`'s class layout `c` at hand.
+    #[inline(always)]
+    fn chunk_in(&self, c: &ClassLayout, r: ChunkRef) -> ChunkAt<'_> {
         let b = self.element(c.chunks_offset, c.stride, r.index, c.count);
         // SAFETY: the block spans the whole chunk: its header, 64-aligned
         // (elements start on a line), then its payload (`new` checked the
@@ -776,7 +790,9 @@ impl Mapped {
     /// class must exist and its index be below the class's count.
     #[inline]
     pub(crate) fn entry(&self, value: u32) -> Result<ChunkAt<'_>, BadEntry> {
-        self.decode(value).map(|r| self.chunk_at(r))
+        self.layout
+            .decode_in(value)
+            .map(|(r, c)| self.chunk_in(c, r))
     }
 
     /// The value a mailbox cell carries for `r`.
