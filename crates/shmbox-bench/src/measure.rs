@@ -27,6 +27,17 @@ pub(crate) struct LatencyBudget {
     pub(crate) min_rounds: u64,
 }
 
+impl LatencyBudget {
+    /// Half the time and half the rounds (at least `min_rounds`).
+    pub(crate) fn halved(self) -> LatencyBudget {
+        LatencyBudget {
+            time: self.time / 2,
+            max_rounds: (self.max_rounds / 2).max(self.min_rounds),
+            min_rounds: self.min_rounds,
+        }
+    }
+}
+
 /// Everything a run measures and how long each part takes.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -44,6 +55,9 @@ pub(crate) struct Plan {
     pub(crate) warmup: Duration,
     /// The idle check's sampling window.
     pub(crate) idle_window: Duration,
+    /// Blocks of each latency target measured in turn (see
+    /// [`PairedRow`](crate::report::PairedRow)).
+    pub(crate) pair_blocks: usize,
 }
 
 impl Plan {
@@ -65,6 +79,7 @@ impl Plan {
             stream_time: Duration::from_millis(150),
             warmup: Duration::from_millis(30),
             idle_window: Duration::from_millis(200),
+            pair_blocks: 6,
         }
     }
 
@@ -86,6 +101,7 @@ impl Plan {
             stream_time: Duration::from_millis(600),
             warmup: Duration::from_millis(100),
             idle_window: Duration::from_millis(200),
+            pair_blocks: 10,
         }
     }
 
@@ -104,6 +120,7 @@ impl Plan {
             stream_time: Duration::from_millis(15),
             warmup: Duration::from_millis(2),
             idle_window: Duration::from_millis(20),
+            pair_blocks: 2,
         }
     }
 
@@ -124,6 +141,14 @@ impl Plan {
                 "payload size {last} is too large: at most {MAX_SIZE} bytes"
             )),
             _ => Ok(self),
+        }
+    }
+
+    /// The budget of one latency cell of `transport`.
+    pub(crate) fn budget(&self, transport: crate::transports::Latency) -> LatencyBudget {
+        match transport.slow() {
+            true => self.slow,
+            false => self.fast,
         }
     }
 

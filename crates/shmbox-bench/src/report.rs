@@ -164,10 +164,61 @@ pub struct Report {
     /// Memory held by a region of the default config.
     #[serde(default)]
     pub memory: Option<crate::targets::MemoryRow>,
+    /// The latency targets' two cells measured in turn, block after block.
+    #[serde(default)]
+    pub paired: Vec<PairedRow>,
     /// Measurements that failed (the others went on).
     pub failures: Vec<String>,
     /// Wall-clock time of the whole run, seconds.
     pub elapsed_secs: f64,
+}
+
+/// A latency target's two cells (say shmbox spin and the raw floor at
+/// 8 B), measured in turn: block `i` measures both, in the order `den`,
+/// `num` when `i` is even and `num`, `den` when it is odd. The host moves
+/// the two vCPUs around and their distance sets the floor (it moves by a
+/// third between minutes), so a ratio of two cells measured seconds apart
+/// mixes that drift in; a block's ratio does not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedRow {
+    /// The target (`1`, `2`, `3`).
+    pub target: String,
+    /// The numerator's cell, e.g. `shmbox spin, 8 B, written`.
+    pub num: String,
+    /// The denominator's cell.
+    pub den: String,
+    /// One-way p50 of the numerator in each block, nanoseconds.
+    pub num_p50_ns: Vec<f64>,
+    /// One-way p50 of the denominator in each block, nanoseconds.
+    pub den_p50_ns: Vec<f64>,
+}
+
+impl PairedRow {
+    /// Each block's ratio, `num / den`.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.num_p50_ns
+            .iter()
+            .zip(&self.den_p50_ns)
+            .filter(|&(_, &d)| d > 0.0)
+            .map(|(n, d)| n / d)
+            .collect()
+    }
+
+    /// The median of the blocks' ratios (`None` without a block).
+    pub fn median_ratio(&self) -> Option<f64> {
+        median(self.ratios())
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 /// `n` bytes as `8 B`, `64 KiB`, `16 MiB`.
@@ -571,6 +622,7 @@ pub(crate) mod tests {
                 resident_bytes: 1010,
                 payload_bytes: 1000,
             }),
+            paired: Vec::new(),
             failures: vec!["pipe 8 B: broken".into()],
             elapsed_secs: 1.5,
         };

@@ -2,9 +2,12 @@
 //! other (never two at once), then the report.
 
 use crate::machine::{idle_check, LoadProbe, Machine};
-use crate::measure::{Ctx, Plan, FAN_IN_SENDERS, THROUGHPUT_SIZES};
+use crate::measure::{Ctx, LatencyBudget, Plan, FAN_IN_SENDERS, THROUGHPUT_SIZES};
 use crate::proc::Launcher;
-use crate::report::{FanInRow, LatencyRow, PayloadMode, Pinning, Report, StreamRow, ThroughputRow};
+use crate::report::{
+    FanInRow, LatencyRow, PairedRow, PayloadMode, Pinning, Report, StreamRow, ThroughputRow,
+};
+use crate::spec::{RawKind, Strategy};
 use crate::transports::shmbox::{self as sb, BenchRegion};
 use crate::transports::{kernel, raw, Latency, Throughput, LATENCY, THROUGHPUT};
 use hdrhistogram::Histogram;
@@ -102,6 +105,118 @@ fn throughput_row(
     }
 }
 
+/// One latency cell of `transport` (`region` for shmbox transports).
+fn measure_latency(
+    ctx: &mut Ctx,
+    transport: Latency,
+    region: Option<&BenchRegion>,
+    size: usize,
+    written: bool,
+    budget: &LatencyBudget,
+) -> Result<Histogram<u64>, String> {
+    match (transport, region) {
+        (Latency::Raw(kind), _) => raw::latency(ctx, kind, size, written, budget),
+        (Latency::Shmbox(s), Some(region)) => sb::latency(ctx, region, s, size, written, budget),
+        (Latency::Shmbox(_), None) => Err("shmbox transports need a region".into()),
+        (Latency::Pipe, _) => kernel::latency(ctx, kernel::Kind::Pipe, size, written, budget),
+        (Latency::Unix, _) => kernel::latency(ctx, kernel::Kind::Unix, size, written, budget),
+        (Latency::Tcp, _) => kernel::latency(ctx, kernel::Kind::Tcp, size, written, budget),
+    }
+}
+
+/// A latency cell: transport, payload size, mode.
+type CellSpec = (Latency, usize, PayloadMode);
+
+/// The latency targets whose two cells are also measured in turn (see
+/// [`PairedRow`]): target, numerator, denominator.
+const PAIRS: [(&str, CellSpec, CellSpec); 3] = [
+    (
+        "1",
+        (Latency::Shmbox(Strategy::Spin), 8, PayloadMode::Written),
+        (Latency::Raw(RawKind::Payload), 8, PayloadMode::Written),
+    ),
+    (
+        "2",
+        (
+            Latency::Shmbox(Strategy::Spin),
+            1 << 20,
+            PayloadMode::Untouched,
+        ),
+        (Latency::Shmbox(Strategy::Spin), 8, PayloadMode::Untouched),
+    ),
+    (
+        "3",
+        (Latency::Shmbox(Strategy::Park), 8, PayloadMode::Written),
+        (Latency::Raw(RawKind::Futex), 8, PayloadMode::Written),
+    ),
+];
+
+fn cell_label((transport, size, mode): CellSpec) -> String {
+    let mode = match mode {
+        PayloadMode::Written => "written",
+        PayloadMode::Untouched => "untouched",
+    };
+    format!(
+        "{}, {}, {mode}",
+        transport.label(),
+        crate::report::format_size(size)
+    )
+}
+
+/// Measures each of [`PAIRS`] in `plan.pair_blocks` blocks, the two cells
+/// in turn, each cell with half a table cell's budget.
+fn paired(
+    ctx: &mut Ctx,
+    region: Option<&BenchRegion>,
+    bar: &Progress,
+    failures: &mut Vec<String>,
+) -> Vec<PairedRow> {
+    let mut rows = Vec::new();
+    for (target, num, den) in PAIRS {
+        let mut row = PairedRow {
+            target: target.into(),
+            num: cell_label(num),
+            den: cell_label(den),
+            num_p50_ns: Vec::new(),
+            den_p50_ns: Vec::new(),
+        };
+        bar.step(&format!(
+            "target {target} in turn: {} / {}",
+            row.num, row.den
+        ));
+        'blocks: for block in 0..ctx.plan.pair_blocks {
+            let order = match block % 2 {
+                0 => [den, num],
+                _ => [num, den],
+            };
+            let mut p50 = [0.0; 2];
+            for (i, cell @ (transport, size, mode)) in order.into_iter().enumerate() {
+                let budget = ctx.plan.budget(transport).halved();
+                let written = mode == PayloadMode::Written;
+                match measure_latency(ctx, transport, region, size, written, &budget) {
+                    Ok(h) => p50[i] = h.value_at_quantile(0.5) as f64 / 2.0,
+                    Err(e) => {
+                        failures.push(format!(
+                            "target {target} in turn, {}: {e}",
+                            cell_label(cell)
+                        ));
+                        break 'blocks;
+                    }
+                }
+            }
+            let (num_p50, den_p50) = match block % 2 {
+                0 => (p50[1], p50[0]),
+                _ => (p50[0], p50[1]),
+            };
+            row.num_p50_ns.push(num_p50);
+            row.den_p50_ns.push(den_p50);
+        }
+        bar.done();
+        rows.push(row);
+    }
+    rows
+}
+
 /// Runs `plan`.
 pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
     let started = Instant::now();
@@ -118,7 +233,8 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
             .iter()
             .map(|t| THROUGHPUT_SIZES.iter().filter(|&&s| t.runs_at(s)).count() * 2)
             .sum::<usize>()
-        + FAN_IN_SENDERS.len();
+        + FAN_IN_SENDERS.len()
+        + PAIRS.len();
     let bar = Progress::new(progress, total);
     let mut failures = Vec::new();
 
@@ -136,30 +252,13 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
             },
             _ => None,
         };
-        let budget = match transport.slow() {
-            true => ctx.plan.slow,
-            false => ctx.plan.fast,
-        };
+        let budget = ctx.plan.budget(transport);
         for (size, mode) in cells(transport, &ctx.plan.sizes) {
             let what = format!("{label}, {}, {mode:?}", crate::report::format_size(size));
             bar.step(&what);
             let written = mode == PayloadMode::Written;
-            let result = match (transport, &region) {
-                (Latency::Raw(kind), _) => raw::latency(&mut ctx, kind, size, written, &budget),
-                (Latency::Shmbox(s), Some(region)) => {
-                    sb::latency(&mut ctx, region, s, size, written, &budget)
-                }
-                (Latency::Shmbox(_), None) => unreachable!("shmbox transports have a region"),
-                (Latency::Pipe, _) => {
-                    kernel::latency(&mut ctx, kernel::Kind::Pipe, size, written, &budget)
-                }
-                (Latency::Unix, _) => {
-                    kernel::latency(&mut ctx, kernel::Kind::Unix, size, written, &budget)
-                }
-                (Latency::Tcp, _) => {
-                    kernel::latency(&mut ctx, kernel::Kind::Tcp, size, written, &budget)
-                }
-            };
+            let result =
+                measure_latency(&mut ctx, transport, region.as_ref(), size, written, &budget);
             match result {
                 Ok(h) => latency.push(latency_row(label, size, mode, &h)),
                 Err(e) => failures.push(format!("latency {what}: {e}")),
@@ -251,6 +350,13 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         bar.done();
     }
     drop(region);
+    let paired = match BenchRegion::create("paired", 1 << 20) {
+        Ok(region) => paired(&mut ctx, Some(&region), &bar, &mut failures),
+        Err(e) => {
+            failures.push(format!("targets in turn: {e}"));
+            Vec::new()
+        }
+    };
     let memory = match sb::memory() {
         Ok(m) => Some(m),
         Err(e) => {
@@ -281,6 +387,7 @@ pub(crate) fn run(plan: Plan, progress: bool) -> Result<Report, String> {
         fan_in,
         stream,
         memory,
+        paired,
         failures,
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
