@@ -6,7 +6,8 @@
 //!                 +0 state | +8 pid | +12 wait strategy | +16 name (read by
 //!                 every sender: written only on join and leave)
 //!                 | +128 counters | +176 taking (the owner's own line,
-//!                 written on every message)
+//!                 written on every message) | +180 classes kept asleep
+//!                 (read by blocked loaners)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
 //!                 +0 tail | +64 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
@@ -47,7 +48,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -467,6 +468,9 @@ pub(crate) struct SlotView<'a> {
     /// The participant's counters, on the owner's line of the slot (only
     /// the owner writes them, now and then): see [`Counter`].
     pub counters: &'a [AtomicU64],
+    /// The classes the participant keeps chunks of while asleep in a
+    /// receive (see [`KeepNotice`](crate::notify::KeepNotice)).
+    pub kept_asleep: &'a AtomicU32,
 }
 
 /// Per-participant counters, in slot order.
@@ -704,6 +708,7 @@ impl Mapped {
             name: b.u64s(16, 4),
             taking: b.u32(SLOT_OWNER + 48),
             counters: b.u64s(SLOT_OWNER, COUNTERS),
+            kept_asleep: b.u32(SLOT_OWNER + 52),
         }
     }
 

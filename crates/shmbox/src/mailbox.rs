@@ -7,7 +7,7 @@ use crate::error::{
     SendTimeoutError, TryLoanError, TryRecvError, TrySendError,
 };
 use crate::layout::{self, ChunkAt, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS};
-use crate::notify::EventCount;
+use crate::notify::{EventCount, KeepNotice};
 use crate::queue::{PushError, Pushed};
 use crate::region::Region;
 use crate::registry::SlotLocks;
@@ -142,7 +142,10 @@ impl fmt::Display for Address {
 /// found nothing, the participant keeps at most
 /// `min(16, count / (2 × max participants))` chunks of a class, so idle
 /// participants together never keep more than half of a pool. A receiver
-/// or a sender that goes to sleep, a blocking loan that finds a class
+/// going to sleep keeps that share too, so that its first loan after
+/// waking needs no shared pool, and says so in its slot: a loan that finds
+/// a class exhausted wakes such sleepers, which give back what they keep
+/// of it. A sender that goes to sleep, a blocking loan that finds a class
 /// exhausted, and a participant that leaves give back everything they
 /// keep.
 pub struct Mailbox {
@@ -196,6 +199,13 @@ impl Kept {
 
     fn is_empty(&self) -> bool {
         self.lens.iter().all(|len| len.get() == 0)
+    }
+
+    /// The classes it keeps chunks of, one bit per class.
+    fn classes(&self) -> u32 {
+        (0..MAX_CLASSES)
+            .filter(|&c| self.lens[c].get() != 0)
+            .fold(0, |mask, c| mask | 1 << c)
     }
 
     /// The chunk of `class` kept last.
@@ -553,6 +563,9 @@ impl Mailbox {
                         self.region.sweep();
                         self.claim(len).ok()
                     },
+                    // Registered: receivers asleep keeping chunks of the
+                    // class now give them back.
+                    || self.wake_keepers(class),
                 )
                 .map(|c| self.loan_from(c, len))
                 .ok_or_else(|| {
@@ -649,10 +662,49 @@ impl Mailbox {
     }
 
     /// Returns every cached chunk to the shared pool (before we sleep in a
-    /// receive or a send, or a loan waits for a class, so nobody waits for
-    /// chunks we are not using).
+    /// send, or a loan waits for a class, so nobody waits for chunks we are
+    /// not using).
     fn flush_cache(&self) {
         self.trim_cache(|_| 0);
+    }
+
+    /// Our notice of the classes we keep chunks of while asleep.
+    fn notice(&self) -> KeepNotice<'_> {
+        KeepNotice::new(self.mapped().slot(self.address.slot).kept_asleep)
+    }
+
+    /// Going to sleep in a receive (after taking the doorbell ticket): keeps
+    /// at most [`keep`](Self::keep) chunks per class, so that the first loan
+    /// after waking needs no shared pool, and announces the classes kept:
+    /// a loaner that finds one exhausted wakes us to give it back (see
+    /// [`KeepNotice`]). A class a loaner already waits for goes back now.
+    fn keep_while_asleep(&self) {
+        self.trim_cache(|class| self.keep[class as usize]);
+        let kept = self.cache.classes();
+        if kept == 0 {
+            return;
+        }
+        let m = self.mapped();
+        let give = self
+            .notice()
+            .announce(kept, |class| m.loaners_waiting(class));
+        if give != 0 {
+            self.trim_cache(|class| match give & 1 << class {
+                0 => usize::MAX,
+                _ => 0,
+            });
+        }
+    }
+
+    /// A loan waiting for `class`, registered: wakes every other receiver
+    /// asleep keeping chunks of the class, to give them back.
+    fn wake_keepers(&self, class: u8) {
+        let m = self.mapped();
+        for slot in 0..m.layout.config.max_participants {
+            if slot != self.address.slot && KeepNotice::new(m.slot(slot).kept_asleep).keeps(class) {
+                m.mailbox(slot).parker.ring(&self.region.shared.futex, 1);
+            }
+        }
     }
 
     /// Between messages (called by receives that found nothing: the first
@@ -695,13 +747,16 @@ impl Mailbox {
 
     /// Waits on `list` until `ready` gives a value or `timeout` passes;
     /// every [`CHECK_EVERY`] it runs `check` (liveness checks and sweeps,
-    /// which cost syscalls and so stay off the fast path).
+    /// which cost syscalls and so stay off the fast path). Each time it has
+    /// registered as a waiter it calls `registered` (see
+    /// [`EventCount::wait_until_with`]).
     fn wait_checking<T>(
         &self,
         list: &EventCount<'_>,
         timeout: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
         mut check: impl FnMut() -> Option<T>,
+        mut registered: impl FnMut(),
     ) -> Option<T> {
         let start = Instant::now();
         loop {
@@ -709,7 +764,8 @@ impl Mailbox {
                 Some(t) => t.saturating_sub(start.elapsed()).min(CHECK_EVERY),
                 None => CHECK_EVERY,
             };
-            if let Some(v) = list.wait_until(&self.region.shared.futex, Some(slice), &mut ready) {
+            let futex = &self.region.shared.futex;
+            if let Some(v) = list.wait_until_with(futex, Some(slice), &mut ready, &mut registered) {
                 return Some(v);
             }
             if let Some(v) = check() {
@@ -1193,22 +1249,28 @@ impl Mailbox {
                 spin_hint();
             } else {
                 let left = clock.remaining()?;
-                // Going to sleep: give back every chunk we keep (a loaner
-                // that starts waiting for a class later would not wake us
-                // to get them). Then mark the cell we wait on, and sleep
+                // Going to sleep: take the doorbell's ticket, keep our share
+                // of chunks and announce it (a loaner short of them rings
+                // the doorbell), then mark the cell we wait on, and sleep
                 // until a sender fills it.
-                self.flush_cache();
                 let mailbox = self.mapped().mailbox(self.address.slot);
                 let ticket = mailbox.parker.ticket();
-                if mailbox.queue.mark_parked() {
+                self.keep_while_asleep();
+                let parked = mailbox.queue.mark_parked();
+                if parked {
                     mailbox.parker.wait(&self.region.shared.futex, ticket, left);
                     mailbox.queue.unmark_parked();
-                } else if let Some(cell) = mailbox.queue.corrupt_head() {
-                    // Neither empty nor an entry: polling it would spin for
-                    // ever.
-                    return Err(RecvTimeoutError::Corrupt(Corruption {
-                        reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
-                    }));
+                }
+                // Awake: loaners need not wake us any more.
+                self.notice().clear();
+                if !parked {
+                    if let Some(cell) = mailbox.queue.corrupt_head() {
+                        // Neither empty nor an entry: polling it would spin for
+                        // ever.
+                        return Err(RecvTimeoutError::Corrupt(Corruption {
+                            reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
+                        }));
+                    }
                 }
             }
             if let Some(r) = received(self.try_recv()) {
@@ -1244,6 +1306,7 @@ impl Drop for Mailbox {
         let m = self.mapped();
         let Address { slot, generation } = self.address;
         registry::begin_leave(m, slot, generation);
+        self.notice().clear();
         let mailbox = m.mailbox(slot);
         mailbox.queue.close(|value| self.discard(value));
         // Blocked senders wake up and see that we left.

@@ -19,6 +19,17 @@
 //!   non-zero. Dekker-style: each side stores, issues a `SeqCst` fence and
 //!   then reads the other side's state, so no wake-up is lost.
 //!
+//! * [`KeepNotice`]: a receiver that goes to sleep keeping a few free
+//!   chunks (so that its first loan after waking needs no shared pool)
+//!   announces the classes it keeps; a loaner that finds a class exhausted
+//!   and registers as a waiter wakes every sleeper announcing that class,
+//!   which then gives its chunks back. Dekker-style again: the sleeper
+//!   stores its notice, fences and reads the loaners' `waiters`; the loaner
+//!   stores `waiters`, fences and reads the notice. Either the sleeper sees
+//!   the loaner (and gives back before sleeping) or the loaner sees the
+//!   notice (and rings the sleeper's doorbell, whose ticket the sleeper
+//!   took before announcing).
+//!
 //! Every wait re-checks its condition and takes a timeout.
 
 use crate::sync::{fence, AtomicU32, Ordering};
@@ -80,11 +91,27 @@ impl<'a> EventCount<'a> {
     /// last check). `ready` is re-checked after registering, so a
     /// notification between the caller's failed attempt and the sleep is
     /// not lost.
+    #[cfg(shmbox_loom)]
     pub(crate) fn wait_until<F: Futex, T>(
         &self,
         futex: &F,
         timeout: Option<Duration>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.wait_until_with(futex, timeout, ready, || {})
+    }
+
+    /// [`wait_until`](Self::wait_until) that calls `registered()` each time
+    /// it has registered as a waiter (after the fence, before the re-check):
+    /// whatever `registered` reads is at least as new as what a party that
+    /// missed our registration had stored before its own fence (see
+    /// [`KeepNotice`]).
+    pub(crate) fn wait_until_with<F: Futex, T>(
+        &self,
+        futex: &F,
+        timeout: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
+        mut registered: impl FnMut(),
     ) -> Option<T> {
         let start = std::time::Instant::now();
         loop {
@@ -104,6 +131,7 @@ impl<'a> EventCount<'a> {
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
             // a waiter that sees a new `seq` also sees the progress behind it.
             let seq = self.seq.load(Ordering::Acquire);
+            registered();
             let got = ready();
             if got.is_none() {
                 futex.wait(self.seq, seq, remaining);
@@ -125,6 +153,51 @@ impl<'a> EventCount<'a> {
             self.seq.fetch_add(1, Ordering::Release);
             futex.wake(self.seq, u32::MAX);
         }
+    }
+}
+
+/// The classes a receiver asleep keeps chunks of, as a bitmask in its slot
+/// (see the module docs). Only the participant writes its notice; loaners
+/// read it.
+pub(crate) struct KeepNotice<'a> {
+    word: &'a AtomicU32,
+}
+
+impl<'a> KeepNotice<'a> {
+    pub(crate) fn new(word: &'a AtomicU32) -> Self {
+        Self { word }
+    }
+
+    /// Sleeper, after taking its doorbell ticket and before sleeping:
+    /// announces that it keeps chunks of the classes in `kept`. Returns the
+    /// classes it must give back now, because `waiting(class)` says a
+    /// loaner already waits for them; those are no longer announced.
+    pub(crate) fn announce(&self, kept: u32, waiting: impl Fn(u8) -> bool) -> u32 {
+        self.word.store(kept, Ordering::Relaxed);
+        // SYNC POINT: pairs with the fence in `EventCount::wait_until_with`
+        // of a loaner that reads the notice in `keeps`.
+        fence(Ordering::SeqCst);
+        let give = (0..32u8)
+            .filter(|&class| kept & (1 << class) != 0 && waiting(class))
+            .fold(0u32, |give, class| give | 1 << class);
+        if give != 0 {
+            self.word.store(kept & !give, Ordering::Relaxed);
+        }
+        give
+    }
+
+    /// Awake again (or gave everything back): no loaner needs to wake us.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        if self.word.load(Ordering::Relaxed) != 0 {
+            self.word.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Loaner, registered as a waiter for `class`: whether this sleeper
+    /// announced that it keeps chunks of it.
+    pub(crate) fn keeps(&self, class: u8) -> bool {
+        self.word.load(Ordering::Relaxed) & (1 << class) != 0
     }
 }
 
@@ -258,6 +331,60 @@ mod loom_tests {
             producer.join().unwrap();
             assert_eq!(queue.pop(), Some(2));
             assert_eq!(queue.pop(), Some(3));
+        });
+    }
+
+    /// A loaner waiting for a class that a receiver keeps while asleep
+    /// always gets the chunk: either the sleeper sees the loaner before it
+    /// sleeps and gives the chunk back, or the loaner sees the sleeper's
+    /// notice and wakes it. (Without the ring, or with the notice stored
+    /// after the sleeper's check instead of before it, loom finds both
+    /// asleep.)
+    #[test]
+    fn sleeper_gives_back_what_a_loaner_waits_for() {
+        loom::model(|| {
+            // waiters, seq, free chunks in the pool, notice, doorbell, futex.
+            let s = Arc::new((
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                AtomicU32::new(0),
+                LoomFutex::default(),
+            ));
+            let t = s.clone();
+            let sleeper = loom::thread::spawn(move || {
+                let (pool, notice, bell) = (
+                    EventCount::new(&t.0, &t.1),
+                    KeepNotice::new(&t.3),
+                    Doorbell::new(&t.4),
+                );
+                // It keeps the only chunk, finds no message and sleeps
+                // until it has given the chunk back.
+                loop {
+                    let ticket = bell.ticket();
+                    let waiting = |_| t.0.load(Ordering::Relaxed) != 0;
+                    if notice.announce(1, waiting) != 0 {
+                        t.2.fetch_add(1, Ordering::Release);
+                        pool.notify(&t.5);
+                        return;
+                    }
+                    bell.wait(&t.5, ticket, None);
+                }
+            });
+            let (pool, notice, bell) = (
+                EventCount::new(&s.0, &s.1),
+                KeepNotice::new(&s.3),
+                Doorbell::new(&s.4),
+            );
+            let take = || (s.2.swap(0, Ordering::Acquire) == 1).then_some(());
+            let got = pool.wait_until_with(&s.5, None, take, || {
+                if notice.keeps(0) {
+                    bell.ring(&s.5, 1);
+                }
+            });
+            assert!(got.is_some());
+            sleeper.join().unwrap();
         });
     }
 
