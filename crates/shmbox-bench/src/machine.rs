@@ -206,6 +206,8 @@ mod tests {
             m.cpus >= 1 && m.cpus <= last + 1,
             "{m:?} vs online {online}"
         );
+        // x86 kernels always name the model; many ARM ones do not.
+        #[cfg(target_arch = "x86_64")]
         assert_ne!(m.cpu_model, "unknown CPU", "/proc/cpuinfo names no model");
         assert!(m.kernel.starts_with(|c: char| c.is_ascii_digit()), "{m:?}");
     }

@@ -793,6 +793,11 @@ impl Mailbox {
         // The receiver has the cell we are about to fill (it polls it):
         // start taking it over now, while the header is written.
         layout::prefetch_write(rx.queue.tail_cell().as_ptr().cast());
+        // A receiver that may sleep may need its doorbell rung: take that
+        // line over at the same time, not after the cell.
+        if m.slot(to.slot).strategy.load(Ordering::Relaxed) != WaitStrategy::Spin as u32 {
+            layout::prefetch_write(rx.parker.word_ptr());
+        }
         let chunk = &loan.header;
         let kind = if loan.batch { BATCH_FLAG } else { 0 };
         chunk.len.store(loan.len as u64 | kind, Ordering::Relaxed);

@@ -55,6 +55,12 @@ impl<'a> Doorbell<'a> {
         Self { word }
     }
 
+    /// The futex word (to prefetch its line).
+    #[inline]
+    pub(crate) fn word_ptr(&self) -> *const u8 {
+        self.word.as_ptr().cast()
+    }
+
     /// Takes a ticket, *before* publishing where one sleeps.
     #[inline]
     pub(crate) fn ticket(&self) -> u32 {

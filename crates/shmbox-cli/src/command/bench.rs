@@ -41,14 +41,15 @@ pub fn run(args: BenchArgs) -> Result {
     } else if reports.len() == 1 {
         output::print(&last.table())?;
     } else {
+        // The last run's targets end its table; the earlier runs' follow.
         let mut out = String::new();
-        for (i, report) in reports.iter().enumerate() {
-            out.push_str(&format!("\nRun {} of {}:\n", i + 1, reports.len()));
+        let n = reports.len();
+        for (i, report) in reports[..n - 1].iter().enumerate() {
+            out.push_str(&format!("\nRun {} of {n}:\n", i + 1));
             shmbox_bench::write_targets(&mut out, &report.targets());
         }
         out.push_str(&format!(
-            "\nTargets, median of {} runs (the last run's full table is above)\n",
-            reports.len()
+            "\nTargets, median of {n} runs (run {n}'s full table is above)\n"
         ));
         shmbox_bench::write_targets(&mut out, &shmbox_bench::median_targets(&reports));
         output::print(&format!("{}{out}", last.table()))?;
