@@ -12,7 +12,7 @@ use crate::queue::{PushError, Pushed};
 use crate::region::Region;
 use crate::registry::SlotLocks;
 use crate::registry::{self, ClaimError};
-use crate::sync::spin_hint;
+use crate::sync::{spin_hint, time_left};
 use crate::{sweep, sys};
 use rustix::fd::OwnedFd;
 use std::cell::{Cell, RefCell};
@@ -284,10 +284,9 @@ impl WaitClock {
         let Some(timeout) = self.timeout else {
             return Ok(None);
         };
-        match timeout.checked_sub(self.elapsed()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(RecvTimeoutError::Timeout),
-        }
+        time_left(timeout, self.elapsed())
+            .map(Some)
+            .ok_or(RecvTimeoutError::Timeout)
     }
 }
 
@@ -857,9 +856,9 @@ impl Mailbox {
         let start = Instant::now();
         loop {
             let slice = match timeout {
-                Some(t) => match t.checked_sub(start.elapsed()) {
-                    Some(left) if !left.is_zero() => left.min(CHECK_EVERY),
-                    _ => return Err(Undelivered::Full),
+                Some(t) => match time_left(t, start.elapsed()) {
+                    Some(left) => left.min(CHECK_EVERY),
+                    None => return Err(Undelivered::Full),
                 },
                 None => CHECK_EVERY,
             };

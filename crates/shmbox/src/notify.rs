@@ -32,7 +32,7 @@
 //!
 //! Every wait re-checks its condition and takes a timeout.
 
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, time_left, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Futex wait/wake, behind a trait so loom models and in-process tests can
@@ -125,9 +125,9 @@ impl<'a> EventCount<'a> {
                 return Some(v);
             }
             let remaining = match timeout {
-                Some(t) => match t.checked_sub(start.elapsed()) {
-                    Some(r) if !r.is_zero() => Some(r),
-                    _ => return ready(),
+                Some(t) => match time_left(t, start.elapsed()) {
+                    Some(left) => Some(left),
+                    None => return ready(),
                 },
                 None => None,
             };

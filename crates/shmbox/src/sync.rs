@@ -19,3 +19,12 @@ pub(crate) fn spin_hint() {
     #[cfg(not(shmbox_loom))]
     core::hint::spin_loop();
 }
+
+/// What is left of `timeout` after `elapsed`; `None` once nothing is.
+#[inline]
+pub(crate) fn time_left(
+    timeout: std::time::Duration,
+    elapsed: std::time::Duration,
+) -> Option<std::time::Duration> {
+    timeout.checked_sub(elapsed).filter(|left| !left.is_zero())
+}
