@@ -212,7 +212,8 @@ pub enum TryLoanError {
         /// The largest class's size.
         max: u64,
     },
-    /// Every chunk of the fitting size class is in use.
+    /// No chunk of the fitting size class is free (participants may keep
+    /// a few each for their next loans; a waiting loan gets those back).
     #[error("no free chunk in the {class_size}-byte size class")]
     Exhausted {
         /// Size of the class that fits the message.

@@ -143,11 +143,12 @@ impl fmt::Display for Address {
 /// `min(16, count / (2 × max participants))` chunks of a class, so idle
 /// participants together never keep more than half of a pool. A receiver
 /// going to sleep keeps that share too, so that its first loan after
-/// waking needs no shared pool, and says so in its slot: a loan that finds
-/// a class exhausted wakes such sleepers, which give back what they keep
-/// of it. A sender that goes to sleep, a blocking loan that finds a class
-/// exhausted, and a participant that leaves give back everything they
-/// keep.
+/// waking needs no shared pool, and says so in its slot: a blocking loan
+/// (`loan`, `loan_timeout`, `batch`) that finds a class exhausted wakes
+/// such sleepers, which give back what they keep of it; `try_loan` does
+/// not wait for that. A sender that goes to sleep, a blocking loan that
+/// finds a class exhausted, and a participant that leaves give back
+/// everything they keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -478,6 +479,10 @@ impl Mailbox {
     /// Loans a chunk of at least `len` bytes from the smallest size class
     /// that fits, without waiting.
     ///
+    /// `Exhausted` means no chunk of the class is free in the shared pool
+    /// or kept by this participant; others may keep a few each (see
+    /// [`Mailbox`]), which only a waiting [`loan`](Self::loan) gets back.
+    ///
     /// # Examples
     ///
     /// ```
@@ -688,11 +693,21 @@ impl Mailbox {
             .notice()
             .announce(kept, |class| m.loaners_waiting(class));
         if give != 0 {
+            // Exactly the classes no longer announced.
             self.trim_cache(|class| match give & 1 << class {
                 0 => usize::MAX,
                 _ => 0,
             });
         }
+    }
+
+    /// Gives back every kept chunk of a class a loaner waits for.
+    fn give_back_waited_for(&self) {
+        let m = self.mapped();
+        self.trim_cache(|class| match m.loaners_waiting(class) {
+            true => 0,
+            false => usize::MAX,
+        });
     }
 
     /// A loan waiting for `class`, registered: wakes every other receiver
@@ -1265,8 +1280,13 @@ impl Mailbox {
                     mailbox.parker.wait(&self.region.shared.futex, ticket, left);
                     mailbox.queue.unmark_parked();
                 }
-                // Awake: loaners need not wake us any more.
-                self.notice().clear();
+                // Awake: loaners need not wake us any more. One that rang
+                // us may be waiting for what we keep, and we may leave now
+                // (a message, the timeout) instead of sleeping again and
+                // giving it back on the way: give it back now.
+                if self.notice().clear() {
+                    self.give_back_waited_for();
+                }
                 if !parked {
                     if let Some(cell) = mailbox.queue.corrupt_head() {
                         // Neither empty nor an entry: polling it would spin for

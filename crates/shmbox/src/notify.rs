@@ -21,8 +21,9 @@
 //!
 //! * [`KeepNotice`]: a receiver that goes to sleep keeping a few free
 //!   chunks (so that its first loan after waking needs no shared pool)
-//!   announces the classes it keeps; a loaner that finds a class exhausted
-//!   and registers as a waiter wakes every sleeper announcing that class,
+//!   announces the classes it keeps; a blocking loaner that finds a class
+//!   exhausted and registers as a waiter wakes every sleeper announcing
+//!   that class,
 //!   which then gives its chunks back. Dekker-style again: the sleeper
 //!   stores its notice, fences and reads the loaners' `waiters`; the loaner
 //!   stores `waiters`, fences and reads the notice. Either the sleeper sees
@@ -56,6 +57,7 @@ impl<'a> Doorbell<'a> {
     }
 
     /// The futex word (to prefetch its line).
+    #[cfg(not(shmbox_loom))]
     #[inline]
     pub(crate) fn word_ptr(&self) -> *const u8 {
         self.word.as_ptr().cast()
@@ -108,7 +110,8 @@ impl<'a> EventCount<'a> {
     }
 
     /// [`wait_until`](Self::wait_until) that calls `registered()` each time
-    /// it has registered as a waiter (after the fence, before the re-check):
+    /// it has registered as a waiter and its re-check failed (after the
+    /// fence, before sleeping):
     /// whatever `registered` reads is at least as new as what a party that
     /// missed our registration had stored before its own fence (see
     /// [`KeepNotice`]).
@@ -137,9 +140,9 @@ impl<'a> EventCount<'a> {
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
             // a waiter that sees a new `seq` also sees the progress behind it.
             let seq = self.seq.load(Ordering::Acquire);
-            registered();
             let got = ready();
             if got.is_none() {
+                registered();
                 futex.wait(self.seq, seq, remaining);
             }
             self.waiters.fetch_sub(1, Ordering::Relaxed);
@@ -192,12 +195,15 @@ impl<'a> KeepNotice<'a> {
         give
     }
 
-    /// Awake again (or gave everything back): no loaner needs to wake us.
+    /// Awake again (or leaving): no loaner needs to wake us. Returns
+    /// whether anything was announced.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
-    pub(crate) fn clear(&self) {
-        if self.word.load(Ordering::Relaxed) != 0 {
+    pub(crate) fn clear(&self) -> bool {
+        let announced = self.word.load(Ordering::Relaxed) != 0;
+        if announced {
             self.word.store(0, Ordering::Relaxed);
         }
+        announced
     }
 
     /// Loaner, registered as a waiter for `class`: whether this sleeper

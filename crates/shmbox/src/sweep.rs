@@ -171,6 +171,8 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
         report.chunks += freed;
     }
     view.taking.store(0, Ordering::Release);
+    // Its notice of chunks kept asleep: they are reclaimed.
+    view.kept_asleep.store(0, Ordering::Relaxed);
     registry::finish_leave(m, slot, generation);
     report
 }

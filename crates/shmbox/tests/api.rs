@@ -340,8 +340,19 @@ fn blocking_recv_in_park_mode_is_woken_by_a_send() {
 
 #[test]
 fn a_sleeping_receiver_keeps_its_share_until_a_loaner_waits() {
-    let _w = watchdog("park keeps its share", Duration::from_secs(30));
-    let name = Name::new("api", "park-keeps");
+    sleeper_keeps_its_share(WaitStrategy::Park, "park-keeps");
+}
+
+#[test]
+fn an_adaptive_receiver_asleep_keeps_its_share_until_a_loaner_waits() {
+    sleeper_keeps_its_share(WaitStrategy::Adaptive, "adaptive-keeps");
+}
+
+/// A receiver with `strategy`, asleep in a receive, keeps its share of
+/// kept chunks; a loan that waits for the class gets them.
+fn sleeper_keeps_its_share(strategy: WaitStrategy, tag: &'static str) {
+    let _w = watchdog(tag, Duration::from_secs(30));
+    let name = Name::new("api", tag);
     // 32 chunks, 2 participants: between messages a participant keeps up
     // to 16; idle or asleep at most min(16, 32 / (2 × 2)) = 8.
     let config = Config::default()
@@ -353,7 +364,7 @@ fn a_sleeping_receiver_keeps_its_share_until_a_loaner_waits() {
         let region = &region;
         let (ready_tx, ready_rx) = mpsc::channel();
         let receiver = s.spawn(move || {
-            let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
+            let rx = region.join_with("rx", strategy).unwrap();
             // 12 messages to ourselves, then all received and dropped:
             // between messages we keep all 12 for our next loans.
             for i in 0..12u8 {
