@@ -212,6 +212,55 @@ fn small_config() -> Config {
         .with_mailbox_capacity(16)
 }
 
+/// A participant SIGKILLed while asleep in a receive, keeping its share of
+/// free chunks: a loan waiting for the class gets them back (its wait
+/// sweeps the dead), and nothing is left.
+#[test]
+fn a_sleeper_killed_while_keeping_chunks_gives_them_back() {
+    let name = TestRegion::new("iso", "sleepkill");
+    // 64 chunks of 64 bytes, 8 participants: asleep, a participant keeps
+    // min(16, 64 / (2 × 8)) = 4 of them.
+    let region = Region::create(&name.0, &small_config()).unwrap();
+    let mut kids = Children::default();
+    let i = kids.spawn_probe("sleeper", &["sleep-keeping", &name.0, "sleeper"]);
+    let line = kids.line(i, STEP);
+    assert!(line.starts_with("ready "), "{line}");
+    let deadline = Instant::now() + STEP;
+    while !region
+        .participants()
+        .iter()
+        .any(|p| p.name == "sleeper" && p.parked && p.holding == 4)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the sleeper never slept keeping 4 chunks: {:?}",
+            region.participants()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Joined before the kill, so that its join's own sweep finds nobody
+    // dead: the loan's wait must do it.
+    let me = region.join("me").unwrap();
+    kids.kill(i);
+    let mut loans = Vec::new();
+    while let Ok(loan) = me.try_loan(8) {
+        loans.push(loan);
+    }
+    assert_eq!(
+        loans.len(),
+        64 - 4,
+        "the dead sleeper's chunks are not free"
+    );
+    for _ in 0..4 {
+        let loan = me.loan_timeout(8, STEP).expect("a chunk the dead kept");
+        loans.push(loan);
+    }
+    drop(loans);
+    drop(me);
+    assert_nothing_left(&region);
+    assert_pool_full(&region);
+}
+
 /// Three participants holding loans, queued messages and a received
 /// message are all SIGKILLed; the region is then reopened and reused with
 /// no manual cleanup.

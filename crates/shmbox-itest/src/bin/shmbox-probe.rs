@@ -9,6 +9,9 @@
 //! shmbox-probe ring REGION NAME TO        join, send one message to TO, receive one
 //! shmbox-probe talk REGION NAME PEER      join, send to PEER, wait for its reply
 //! shmbox-probe linger REGION NAME         join, print `ready pid=P`, wait until killed
+//! shmbox-probe sleep-keeping REGION NAME  join in Park mode, keep chunks (12 messages
+//!                                         to itself, received and dropped), print
+//!                                         `ready pid=P`, sleep in a receive until killed
 //! shmbox-probe tmpfs-test NAME OUTER_MNT_NS
 //!                                         mount an 8 MiB tmpfs on /dev/shm (only
 //!                                         in a mount namespace other than
@@ -21,11 +24,12 @@
 //! ```
 //!
 //! Each prints one line: `ok ...` (exit 0), `FAIL ...` (exit 1), or, when a
-//! capability is missing, `SKIP ...` (exit 2). `hold` and `linger` print
-//! `ready ...` and then wait until killed, until their stdin is closed (so
-//! they never outlive a test that died), or at most ten minutes.
+//! capability is missing, `SKIP ...` (exit 2). `hold`, `linger` and
+//! `sleep-keeping` print `ready ...` and then wait until killed, until their
+//! stdin is closed (so they never outlive a test that died), or at most ten
+//! minutes.
 
-use shmbox::{Config, CreateError, OpenError, Region, SizeClass};
+use shmbox::{Config, CreateError, OpenError, Region, SizeClass, WaitStrategy};
 use std::io::Read;
 use std::time::Duration;
 
@@ -59,6 +63,7 @@ fn main() {
         ["ring", region, name, to] => ring(region, name, to).into(),
         ["talk", region, name, peer] => talk(region, name, peer).into(),
         ["linger", region, name] => linger(region, name).into(),
+        ["sleep-keeping", region, name] => sleep_keeping(region, name).into(),
         ["tmpfs-test", name, outer_ns] => tmpfs_test(name, outer_ns),
         ["open-denied", region] => open_denied(region).into(),
         ["open-join", region, name] => open_join(region, name).into(),
@@ -177,6 +182,35 @@ fn linger(region: &str, name: &str) -> Result<String, String> {
     let _me = region.join(name).map_err(|e| format!("join: {e}"))?;
     wait_until_released(&format!("pid={}", pid()));
     Err("released before being killed".into())
+}
+
+fn sleep_keeping(region: &str, name: &str) -> Result<String, String> {
+    let region = Region::open(region).map_err(|e| format!("open: {e}"))?;
+    let me = region
+        .join_with(name, WaitStrategy::Park)
+        .map_err(|e| format!("join: {e}"))?;
+    // Chunks freed as their last holder are kept for the next loans.
+    for i in 0..12u8 {
+        me.send_copy(&[i], &me.address())
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    for _ in 0..12 {
+        me.recv_timeout(PATIENCE)
+            .map_err(|e| format!("recv: {e}"))?;
+    }
+    // Asleep in the receive below: a thread ends us when the test goes
+    // away (our stdin closes).
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(1);
+    });
+    println!("ready pid={}", pid());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let woke = match me.recv_timeout(MAX_LINGER) {
+        Ok(_) => "a message arrived before we were killed".to_string(),
+        Err(e) => format!("recv: {e} before being killed"),
+    };
+    Err(woke)
 }
 
 fn shm_entries() -> Result<Vec<String>, String> {
