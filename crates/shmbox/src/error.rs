@@ -213,7 +213,8 @@ pub enum TryLoanError {
         max: u64,
     },
     /// No chunk of the fitting size class is free (participants may keep
-    /// a few each for their next loans; a waiting loan gets those back).
+    /// a few each for their next loans; see
+    /// [`Mailbox::try_loan`](crate::Mailbox::try_loan)).
     #[error("no free chunk in the {class_size}-byte size class")]
     Exhausted {
         /// Size of the class that fits the message.

@@ -12,7 +12,8 @@
 //!                 +0 tail | +64 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)
-//! per class c     pool line (waiters, seq) + free bitmap (one bit per chunk)
+//! per class c     pool line (waiters, seq, try_loan refusals) + free bitmap
+//!                 (one bit per chunk)
 //! per class c     count chunks of stride = round_up(32 + size, 64) bytes:
 //!                 +0 chunk header (holders, len, sender, dest) | +32 payload
 //! ```
@@ -746,6 +747,15 @@ impl Mapped {
     pub(crate) fn loaners_waiting(&self, class: u8) -> bool {
         let c = &self.layout.classes[class as usize];
         self.u32_at(c.pool_offset).load(Ordering::Relaxed) != 0
+    }
+
+    /// How many `try_loan`s found `class` exhausted (wrapping): a
+    /// receiver asleep keeping chunks of the class gives them back when it
+    /// wakes and sees this moved.
+    #[inline]
+    pub(crate) fn loans_refused(&self, class: u8) -> &AtomicU32 {
+        let c = &self.layout.classes[class as usize];
+        self.u32_at(c.pool_offset + 8)
     }
 
     /// The wait list of loaners blocked on an exhausted class.

@@ -143,11 +143,11 @@ impl fmt::Display for Address {
 /// `min(16, count / (2 × max participants))` chunks of a class, so idle
 /// participants together never keep more than half of a pool. A receiver
 /// going to sleep keeps that share too, so that its first loan after
-/// waking needs no shared pool, and says so in its slot: a blocking loan
-/// (`loan`, `loan_timeout`, `batch`) that finds a class exhausted wakes
-/// such sleepers, which give back what they keep of it; `try_loan` does
-/// not wait for that. A sender that goes to sleep, a blocking loan that
-/// finds a class exhausted, and a participant that leaves give back
+/// waking needs no shared pool, and says so in its slot: a loan that
+/// finds a class exhausted wakes such sleepers, which give back what they
+/// keep of it (a blocking loan waits for that; a refused `try_loan` lets a
+/// later attempt find it). A sender that goes to sleep, a blocking loan
+/// that finds a class exhausted, and a participant that leaves give back
 /// everything they keep.
 pub struct Mailbox {
     region: Region,
@@ -173,6 +173,12 @@ pub struct Mailbox {
     /// When a `try_send` last checked each slot's receiver for liveness
     /// after finding its mailbox full.
     liveness_checked: [Cell<Option<Instant>>; MAX_PARTICIPANTS as usize],
+    /// Per class, the count of refused `try_loan`s when we last went to
+    /// sleep keeping chunks of it (see [`Mapped::loans_refused`]).
+    refused_seen: [Cell<u32>; MAX_CLASSES],
+    /// Per class, when a refused `try_loan` of ours last woke the
+    /// receivers asleep keeping chunks of it.
+    keepers_rung: [Cell<Option<Instant>>; MAX_CLASSES],
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -344,6 +350,8 @@ impl Mailbox {
             empty_polls: Cell::new(0),
             refusal: Cell::default(),
             liveness_checked: std::array::from_fn(|_| Cell::new(None)),
+            refused_seen: Default::default(),
+            keepers_rung: Default::default(),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -480,8 +488,10 @@ impl Mailbox {
     /// that fits, without waiting.
     ///
     /// `Exhausted` means no chunk of the class is free in the shared pool
-    /// or kept by this participant; others may keep a few each (see
-    /// [`Mailbox`]), which only a waiting [`loan`](Self::loan) gets back.
+    /// or kept by this participant. Receivers asleep may keep a few each
+    /// (see [`Mailbox`]): the refusal wakes them to give those back, so an
+    /// attempt a little later can succeed; [`loan`](Self::loan) waits for
+    /// them.
     ///
     /// # Examples
     ///
@@ -496,7 +506,33 @@ impl Mailbox {
     /// ```
     #[inline]
     pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, TryLoanError> {
-        self.claim(len).map(|c| self.loan_from(c, len))
+        match self.claim(len) {
+            Ok(c) => Ok(self.loan_from(c, len)),
+            Err(e) => Err(self.try_loan_refused(len, e)),
+        }
+    }
+
+    /// A `try_loan` refused: if its class is exhausted, receivers asleep
+    /// may keep chunks of it. Counts the refusal where they look when they
+    /// wake, and (at most once a millisecond per class) wakes those that
+    /// announce the class, so that they give it back and a later attempt
+    /// finds it.
+    #[cold]
+    fn try_loan_refused(&self, len: usize, refused: TryLoanError) -> TryLoanError {
+        let m = self.mapped();
+        if let (TryLoanError::Exhausted { .. }, Some(class)) = (&refused, m.class_for(len)) {
+            m.loans_refused(class).fetch_add(1, Ordering::Relaxed);
+            let rung = &self.keepers_rung[class as usize];
+            let now = Instant::now();
+            if rung
+                .get()
+                .is_none_or(|at| now.duration_since(at) >= FULL_CHECK_EVERY)
+            {
+                rung.set(Some(now));
+                self.wake_keepers(class);
+            }
+        }
+        refused
     }
 
     /// Starts a [`Batch`] of small messages in one chunk of at least
@@ -692,6 +728,14 @@ impl Mailbox {
         let give = self
             .notice()
             .announce(kept, |class| m.loaners_waiting(class));
+        // What refused `try_loan`s we have seen: one that moves this while
+        // we sleep wakes us (see `try_loan_refused`).
+        for class in 0..m.layout.classes.len() as u8 {
+            if kept & !give & 1 << class != 0 {
+                let refused = m.loans_refused(class).load(Ordering::Relaxed);
+                self.refused_seen[class as usize].set(refused);
+            }
+        }
         if give != 0 {
             // Exactly the classes no longer announced.
             self.trim_cache(|class| match give & 1 << class {
@@ -701,12 +745,17 @@ impl Mailbox {
         }
     }
 
-    /// Gives back every kept chunk of a class a loaner waits for.
-    fn give_back_waited_for(&self) {
+    /// Awake after sleeping keeping chunks: gives back every kept chunk of
+    /// a class a loaner waits for, or that a `try_loan` found exhausted
+    /// while we slept.
+    fn give_back_wanted(&self) {
         let m = self.mapped();
-        self.trim_cache(|class| match m.loaners_waiting(class) {
-            true => 0,
-            false => usize::MAX,
+        self.trim_cache(|class| {
+            let refused = m.loans_refused(class).load(Ordering::Relaxed);
+            match m.loaners_waiting(class) || refused != self.refused_seen[class as usize].get() {
+                true => 0,
+                false => usize::MAX,
+            }
         });
     }
 
@@ -1281,11 +1330,11 @@ impl Mailbox {
                     mailbox.queue.unmark_parked();
                 }
                 // Awake: loaners need not wake us any more. One that rang
-                // us may be waiting for what we keep, and we may leave now
-                // (a message, the timeout) instead of sleeping again and
-                // giving it back on the way: give it back now.
+                // us may be waiting for what we keep (or a `try_loan` was
+                // refused it), and we may leave now (a message, the
+                // timeout) instead of sleeping again: give it back now.
                 if self.notice().clear() {
-                    self.give_back_waited_for();
+                    self.give_back_wanted();
                 }
                 if !parked {
                     if let Some(cell) = mailbox.queue.corrupt_head() {

@@ -23,7 +23,8 @@
 //!   chunks (so that its first loan after waking needs no shared pool)
 //!   announces the classes it keeps; a blocking loaner that finds a class
 //!   exhausted and registers as a waiter wakes every sleeper announcing
-//!   that class,
+//!   that class (a refused `try_loan` does too, without the handshake: a
+//!   later attempt finds what the sleepers gave back),
 //!   which then gives its chunks back. Dekker-style again: the sleeper
 //!   stores its notice, fences and reads the loaners' `waiters`; the loaner
 //!   stores `waiters`, fences and reads the notice. Either the sleeper sees

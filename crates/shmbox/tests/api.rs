@@ -348,6 +348,65 @@ fn an_adaptive_receiver_asleep_keeps_its_share_until_a_loaner_waits() {
     sleeper_keeps_its_share(WaitStrategy::Adaptive, "adaptive-keeps");
 }
 
+#[test]
+fn a_refused_try_loan_makes_sleepers_give_back_their_share() {
+    let _w = watchdog("try_loan gets the share back", Duration::from_secs(30));
+    let name = Name::new("api", "try-keeps");
+    // As below: asleep, the receiver keeps 8 of the 32 chunks.
+    let config = Config::default()
+        .with_classes(&[SizeClass::new(64, 32)])
+        .with_max_participants(2)
+        .with_mailbox_capacity(64);
+    let region = Region::create(&name.0, &config).unwrap();
+    std::thread::scope(|s| {
+        let region = &region;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let receiver = s.spawn(move || {
+            let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
+            for i in 0..12u8 {
+                rx.send_copy(&[i], &rx.address()).unwrap();
+            }
+            for _ in 0..12 {
+                rx.recv().unwrap();
+            }
+            ready_tx.send(rx.address()).unwrap();
+            let msg = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(&*msg, b"wake");
+        });
+        let to = ready_rx.recv().unwrap();
+        eventually("rx parked keeping 8 chunks", || {
+            region
+                .participants()
+                .iter()
+                .any(|p| p.name == "rx" && p.parked && p.holding == 8)
+        });
+        let tx = region.join("tx").unwrap();
+        let mut loans = Vec::new();
+        while let Ok(loan) = tx.try_loan(8) {
+            loans.push(loan);
+        }
+        assert_eq!(loans.len(), 32 - 8);
+        // Only `try_loan`, never a blocking loan: the refusals wake the
+        // sleeper, which gives its share back; without that, this would
+        // spin until the deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while loans.len() < 32 {
+            match tx.try_loan(8) {
+                Ok(loan) => loans.push(loan),
+                Err(TryLoanError::Exhausted { .. }) => {
+                    assert!(Instant::now() < deadline, "the sleeper kept its share");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(loans);
+        tx.send_copy(b"wake", &to).unwrap();
+        receiver.join().unwrap();
+    });
+    assert_pool_full(&region);
+}
+
 /// A receiver with `strategy`, asleep in a receive, keeps its share of
 /// kept chunks; a loan that waits for the class gets them.
 fn sleeper_keeps_its_share(strategy: WaitStrategy, tag: &'static str) {
