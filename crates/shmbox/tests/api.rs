@@ -6,9 +6,9 @@ mod common;
 
 use common::{watchdog, Name};
 use shmbox::{
-    Config, CreateError, JoinError, LoanError, LookupError, Mailbox, OpenError, RecvTimeoutError,
-    Region, SendCopyError, SendTimeoutError, SizeClass, TryLoanError, TryRecvError, TrySendError,
-    WaitStrategy,
+    Config, CreateError, JoinError, Loan, LoanError, LookupError, Mailbox, OpenError,
+    RecvTimeoutError, Region, SendCopyError, SendTimeoutError, SizeClass, TryLoanError,
+    TryRecvError, TrySendError, WaitStrategy,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
@@ -340,52 +340,17 @@ fn blocking_recv_in_park_mode_is_woken_by_a_send() {
 
 #[test]
 fn a_sleeping_receiver_keeps_its_share_until_a_loaner_waits() {
-    sleeper_keeps_its_share(WaitStrategy::Park, "park-keeps");
+    with_a_sleeper_keeping_8(WaitStrategy::Park, "park-keeps", wait_for_the_share);
 }
 
 #[test]
 fn an_adaptive_receiver_asleep_keeps_its_share_until_a_loaner_waits() {
-    sleeper_keeps_its_share(WaitStrategy::Adaptive, "adaptive-keeps");
+    with_a_sleeper_keeping_8(WaitStrategy::Adaptive, "adaptive-keeps", wait_for_the_share);
 }
 
 #[test]
 fn a_refused_try_loan_makes_sleepers_give_back_their_share() {
-    let _w = watchdog("try_loan gets the share back", Duration::from_secs(30));
-    let name = Name::new("api", "try-keeps");
-    // As below: asleep, the receiver keeps 8 of the 32 chunks.
-    let config = Config::default()
-        .with_classes(&[SizeClass::new(64, 32)])
-        .with_max_participants(2)
-        .with_mailbox_capacity(64);
-    let region = Region::create(&name.0, &config).unwrap();
-    std::thread::scope(|s| {
-        let region = &region;
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let receiver = s.spawn(move || {
-            let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
-            for i in 0..12u8 {
-                rx.send_copy(&[i], &rx.address()).unwrap();
-            }
-            for _ in 0..12 {
-                rx.recv().unwrap();
-            }
-            ready_tx.send(rx.address()).unwrap();
-            let msg = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-            assert_eq!(&*msg, b"wake");
-        });
-        let to = ready_rx.recv().unwrap();
-        eventually("rx parked keeping 8 chunks", || {
-            region
-                .participants()
-                .iter()
-                .any(|p| p.name == "rx" && p.parked && p.holding == 8)
-        });
-        let tx = region.join("tx").unwrap();
-        let mut loans = Vec::new();
-        while let Ok(loan) = tx.try_loan(8) {
-            loans.push(loan);
-        }
-        assert_eq!(loans.len(), 32 - 8);
+    with_a_sleeper_keeping_8(WaitStrategy::Park, "try-keeps", |tx, loans| {
         // Only `try_loan`, never a blocking loan: the refusals wake the
         // sleeper, which gives its share back; without that, this would
         // spin until the deadline.
@@ -400,20 +365,29 @@ fn a_refused_try_loan_makes_sleepers_give_back_their_share() {
                 Err(e) => panic!("{e}"),
             }
         }
-        drop(loans);
-        tx.send_copy(b"wake", &to).unwrap();
-        receiver.join().unwrap();
     });
-    assert_pool_full(&region);
 }
 
-/// A receiver with `strategy`, asleep in a receive, keeps its share of
-/// kept chunks; a loan that waits for the class gets them.
-fn sleeper_keeps_its_share(strategy: WaitStrategy, tag: &'static str) {
+/// A loan that waits for the class gets the sleeper's share.
+fn wait_for_the_share<'m>(tx: &'m Mailbox, loans: &mut Vec<Loan<'m>>) {
+    // Without the sleeper giving it back, these loans would time out.
+    for _ in 0..8 {
+        loans.push(tx.loan_timeout(8, Duration::from_secs(5)).unwrap());
+    }
+}
+
+/// A region of 32 chunks of 64 bytes and 2 participants, in which "rx"
+/// (waiting with `strategy`) sleeps in a receive keeping its share: min(16,
+/// 32 / (2 × 2)) = 8 chunks. "tx" takes the 24 others with `try_loan`,
+/// then `take_the_rest` must get the sleeper's 8; then rx is woken, and
+/// every chunk must be free again.
+fn with_a_sleeper_keeping_8(
+    strategy: WaitStrategy,
+    tag: &'static str,
+    take_the_rest: impl for<'m> FnOnce(&'m Mailbox, &mut Vec<Loan<'m>>),
+) {
     let _w = watchdog(tag, Duration::from_secs(30));
     let name = Name::new("api", tag);
-    // 32 chunks, 2 participants: between messages a participant keeps up
-    // to 16; idle or asleep at most min(16, 32 / (2 × 2)) = 8.
     let config = Config::default()
         .with_classes(&[SizeClass::new(64, 32)])
         .with_max_participants(2)
@@ -451,11 +425,7 @@ fn sleeper_keeps_its_share(strategy: WaitStrategy, tag: &'static str) {
             loans.push(loan);
         }
         assert_eq!(loans.len(), 32 - 8, "the sleeper kept more than its share");
-        // A loan that waits wakes it, and it gives its share back: without
-        // that, these loans would time out.
-        for _ in 0..8 {
-            loans.push(tx.loan_timeout(8, Duration::from_secs(5)).unwrap());
-        }
+        take_the_rest(&tx, &mut loans);
         assert_eq!(loans.len(), 32);
         drop(loans);
         tx.send_copy(b"wake", &to).unwrap();
