@@ -12,7 +12,7 @@
 //!                 +0 tail | +64 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)
-//! per class c     pool line (waiters, seq, try_loan refusals) + free bitmap
+//! per class c     pool line (waiters, seq, refused loans) + free bitmap
 //!                 (one bit per chunk)
 //! per class c     count chunks of stride = round_up(32 + size, 64) bytes:
 //!                 +0 chunk header (holders, len, sender, dest) | +32 payload
@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -749,9 +749,9 @@ impl Mapped {
         self.u32_at(c.pool_offset).load(Ordering::Relaxed) != 0
     }
 
-    /// How many `try_loan`s found `class` exhausted (wrapping): a
-    /// receiver asleep keeping chunks of the class gives them back when it
-    /// wakes and sees this moved.
+    /// How often loans found `class` exhausted (wrapping; counted at most
+    /// once a millisecond per participant): a participant keeping chunks
+    /// of the class gives them back when it sees this move.
     #[inline]
     pub(crate) fn loans_refused(&self, class: u8) -> &AtomicU32 {
         let c = &self.layout.classes[class as usize];

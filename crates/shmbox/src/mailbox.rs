@@ -41,6 +41,9 @@ const IDLE_POLLS: u32 = 256;
 const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// How often a participant refused chunks of a class asks the others to
+/// give back what they keep of it (see `Mailbox::ask_keepers`).
+const ASK_KEEPERS_EVERY: Duration = Duration::from_millis(1);
 
 /// Slot liveness locks taken through a mailbox's own open file description
 /// (no locks for an in-process region).
@@ -146,9 +149,10 @@ impl fmt::Display for Address {
 /// waking needs no shared pool, and says so in its slot: a loan that
 /// finds a class exhausted wakes such sleepers, which give back what they
 /// keep of it (a blocking loan waits for that; a refused `try_loan` lets a
-/// later attempt find it). A sender that goes to sleep, a blocking loan
-/// that finds a class exhausted, and a participant that leaves give back
-/// everything they keep.
+/// later attempt find it), and participants awake give it back at their
+/// next receive that finds nothing. A sender that goes to sleep, a
+/// blocking loan that finds a class exhausted, and a participant that
+/// leaves give back everything they keep.
 pub struct Mailbox {
     region: Region,
     /// Our own open file description of the region, holding our slot's
@@ -173,12 +177,12 @@ pub struct Mailbox {
     /// When a `try_send` last checked each slot's receiver for liveness
     /// after finding its mailbox full.
     liveness_checked: [Cell<Option<Instant>>; MAX_PARTICIPANTS as usize],
-    /// Per class, the count of refused `try_loan`s when we last went to
-    /// sleep keeping chunks of it (see [`Mapped::loans_refused`]).
+    /// Per class, the count of refused loans when we last looked (see
+    /// [`Mapped::loans_refused`] and `refusals_moved`).
     refused_seen: [Cell<u32>; MAX_CLASSES],
-    /// Per class, when a refused `try_loan` of ours last woke the
-    /// receivers asleep keeping chunks of it.
-    keepers_rung: [Cell<Option<Instant>>; MAX_CLASSES],
+    /// Per class, when a refused loan of ours last asked keepers for
+    /// chunks of it (see `ask_keepers`).
+    keepers_asked: [Cell<Option<Instant>>; MAX_CLASSES],
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -351,7 +355,7 @@ impl Mailbox {
             refusal: Cell::default(),
             liveness_checked: std::array::from_fn(|_| Cell::new(None)),
             refused_seen: Default::default(),
-            keepers_rung: Default::default(),
+            keepers_asked: Default::default(),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -488,10 +492,11 @@ impl Mailbox {
     /// that fits, without waiting.
     ///
     /// `Exhausted` means no chunk of the class is free in the shared pool
-    /// or kept by this participant. Receivers asleep may keep a few each
-    /// (see [`Mailbox`]): the refusal wakes them to give those back, so an
-    /// attempt a little later can succeed; [`loan`](Self::loan) waits for
-    /// them.
+    /// or kept by this participant. Other participants may keep a few
+    /// each (see [`Mailbox`]): the refusal asks them to give those back
+    /// (receivers asleep at once, the others at their next receive that
+    /// finds nothing), so an attempt a little later can succeed;
+    /// [`loan`](Self::loan) waits for them.
     ///
     /// # Examples
     ///
@@ -512,27 +517,41 @@ impl Mailbox {
         }
     }
 
-    /// A `try_loan` refused: if its class is exhausted, receivers asleep
-    /// may keep chunks of it. Counts the refusal where they look when they
-    /// wake, and (at most once a millisecond per class) wakes those that
-    /// announce the class, so that they give it back and a later attempt
-    /// finds it.
+    /// A `try_loan` refused: see [`ask_keepers`](Self::ask_keepers).
     #[cold]
     fn try_loan_refused(&self, len: usize, refused: TryLoanError) -> TryLoanError {
-        let m = self.mapped();
-        if let (TryLoanError::Exhausted { .. }, Some(class)) = (&refused, m.class_for(len)) {
-            m.loans_refused(class).fetch_add(1, Ordering::Relaxed);
-            let rung = &self.keepers_rung[class as usize];
-            let now = Instant::now();
-            if rung
-                .get()
-                .is_none_or(|at| now.duration_since(at) >= FULL_CHECK_EVERY)
-            {
-                rung.set(Some(now));
-                self.wake_keepers(class);
+        if let TryLoanError::Exhausted { .. } = refused {
+            if let Some(class) = self.mapped().class_for(len) {
+                self.ask_keepers(class);
             }
         }
         refused
+    }
+
+    /// A loan found `class` exhausted, and others may keep free chunks of
+    /// it. At most once every [`ASK_KEEPERS_EVERY`] per class, counts the
+    /// refusal on the class's pool line (where keepers look: those asleep
+    /// when they wake, the others at their next empty receive) and wakes
+    /// the receivers asleep keeping the class, so that they give it back.
+    /// (Rate-limited: a loop of refused `try_loan`s must not keep taking
+    /// the pool line from the participants whose releases would free
+    /// chunks.)
+    fn ask_keepers(&self, class: u8) {
+        let asked = &self.keepers_asked[class as usize];
+        let now = Instant::now();
+        if asked
+            .get()
+            .is_some_and(|at| now.duration_since(at) < ASK_KEEPERS_EVERY)
+        {
+            return;
+        }
+        asked.set(Some(now));
+        // SYNC POINT: release pairs with the acquire load of a keeper
+        // that sees the count move (`refusals_moved`).
+        self.mapped()
+            .loans_refused(class)
+            .fetch_add(1, Ordering::Release);
+        self.wake_keepers(class);
     }
 
     /// Starts a [`Batch`] of small messages in one chunk of at least
@@ -594,6 +613,9 @@ impl Mailbox {
                 self.flush_cache();
                 let m = self.mapped();
                 let class = m.class_for(len).expect("class exists: claim found it");
+                // Even if this wait ends before it registers (a zero or
+                // short timeout), keepers learn that the class is wanted.
+                self.ask_keepers(class);
                 // Now and then, return what dead participants hold.
                 self.wait_checking(
                     &m.pool_waiters(class),
@@ -725,17 +747,18 @@ impl Mailbox {
             return;
         }
         let m = self.mapped();
-        let give = self
-            .notice()
-            .announce(kept, |class| m.loaners_waiting(class));
-        // What refused `try_loan`s we have seen: one that moves this while
-        // we sleep wakes us (see `try_loan_refused`).
+        // The refusals seen so far, before announcing: a refused loan that
+        // counts after this and rings us (seeing our notice) finds us
+        // giving the class back when we wake (see `ask_keepers`).
         for class in 0..m.layout.classes.len() as u8 {
-            if kept & !give & 1 << class != 0 {
-                let refused = m.loans_refused(class).load(Ordering::Relaxed);
+            if kept & 1 << class != 0 {
+                let refused = m.loans_refused(class).load(Ordering::Acquire);
                 self.refused_seen[class as usize].set(refused);
             }
         }
+        let give = self
+            .notice()
+            .announce(kept, |class| m.loaners_waiting(class));
         if give != 0 {
             // Exactly the classes no longer announced.
             self.trim_cache(|class| match give & 1 << class {
@@ -746,17 +769,25 @@ impl Mailbox {
     }
 
     /// Awake after sleeping keeping chunks: gives back every kept chunk of
-    /// a class a loaner waits for, or that a `try_loan` found exhausted
-    /// while we slept.
+    /// a class a loaner waits for, or that a loan was refused while we
+    /// slept.
     fn give_back_wanted(&self) {
         let m = self.mapped();
-        self.trim_cache(|class| {
-            let refused = m.loans_refused(class).load(Ordering::Relaxed);
-            match m.loaners_waiting(class) || refused != self.refused_seen[class as usize].get() {
+        self.trim_cache(
+            |class| match m.loaners_waiting(class) || self.refusals_moved(class) {
                 true => 0,
                 false => usize::MAX,
-            }
-        });
+            },
+        );
+    }
+
+    /// Whether a loan of `class` was refused since we last looked (and
+    /// remember the count).
+    fn refusals_moved(&self, class: u8) -> bool {
+        // SYNC POINT: acquire pairs with the release bump in `ask_keepers`.
+        let now = self.mapped().loans_refused(class).load(Ordering::Acquire);
+        let seen = &self.refused_seen[class as usize];
+        now != seen.replace(now)
     }
 
     /// A loan waiting for `class`, registered: wakes every other receiver
@@ -772,7 +803,8 @@ impl Mailbox {
 
     /// Between messages (called by receives that found nothing: the first
     /// after a message, then every 16th; `idle` counts them all): gives
-    /// back every chunk of a class somebody is waiting for; once
+    /// back every chunk of a class somebody is waiting for or was refused
+    /// since we last looked; once
     /// [`IDLE_POLLS`] receives in a row have found nothing, also keeps at
     /// most [`keep`](Self::keep) chunks per class. (A round trip sees a
     /// few empty polls per message and keeps its chunks; a receiver with
@@ -780,7 +812,7 @@ impl Mailbox {
     fn trim_cache_between_messages(&self, idle: u32) {
         let m = self.mapped();
         self.trim_cache(|class| {
-            if m.loaners_waiting(class) {
+            if m.loaners_waiting(class) || self.refusals_moved(class) {
                 0
             } else if idle >= IDLE_POLLS {
                 self.keep[class as usize]

@@ -350,22 +350,29 @@ fn an_adaptive_receiver_asleep_keeps_its_share_until_a_loaner_waits() {
 
 #[test]
 fn a_refused_try_loan_makes_sleepers_give_back_their_share() {
-    with_a_sleeper_keeping_8(WaitStrategy::Park, "try-keeps", |tx, loans| {
-        // Only `try_loan`, never a blocking loan: the refusals wake the
-        // sleeper, which gives its share back; without that, this would
-        // spin until the deadline.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while loans.len() < 32 {
-            match tx.try_loan(8) {
-                Ok(loan) => loans.push(loan),
-                Err(TryLoanError::Exhausted { .. }) => {
-                    assert!(Instant::now() < deadline, "the sleeper kept its share");
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => panic!("{e}"),
+    with_a_sleeper_keeping_8(WaitStrategy::Park, "try-keeps", poll_for_the_share);
+}
+
+#[test]
+fn a_refused_try_loan_makes_a_spinning_receiver_give_back_its_share() {
+    // Awake, idle: it gives the share back at its next empty receive.
+    with_a_sleeper_keeping_8(WaitStrategy::Spin, "spin-keeps", poll_for_the_share);
+}
+
+/// Only `try_loan`, never a blocking loan, gets the keeper's share: the
+/// refusals ask for it; without that, this would spin until the deadline.
+fn poll_for_the_share<'m>(tx: &'m Mailbox, loans: &mut Vec<Loan<'m>>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while loans.len() < 32 {
+        match tx.try_loan(8) {
+            Ok(loan) => loans.push(loan),
+            Err(TryLoanError::Exhausted { .. }) => {
+                assert!(Instant::now() < deadline, "the keeper kept its share");
+                std::thread::sleep(Duration::from_micros(200));
             }
+            Err(e) => panic!("{e}"),
         }
-    });
+    }
 }
 
 /// A loan that waits for the class gets the sleeper's share.
@@ -377,10 +384,10 @@ fn wait_for_the_share<'m>(tx: &'m Mailbox, loans: &mut Vec<Loan<'m>>) {
 }
 
 /// A region of 32 chunks of 64 bytes and 2 participants, in which "rx"
-/// (waiting with `strategy`) sleeps in a receive keeping its share: min(16,
-/// 32 / (2 × 2)) = 8 chunks. "tx" takes the 24 others with `try_loan`,
-/// then `take_the_rest` must get the sleeper's 8; then rx is woken, and
-/// every chunk must be free again.
+/// (waiting with `strategy`) sleeps in a receive (or, with `Spin`, spins
+/// idle) keeping its share: min(16, 32 / (2 × 2)) = 8 chunks. "tx" takes the 24 others with `try_loan`,
+/// none refused, then `take_the_rest` must get the sleeper's 8; then rx is
+/// woken, and every chunk must be free again.
 fn with_a_sleeper_keeping_8(
     strategy: WaitStrategy,
     tag: &'static str,
@@ -412,19 +419,21 @@ fn with_a_sleeper_keeping_8(
             assert_eq!(&*msg, b"wake");
         });
         let to = ready_rx.recv().unwrap();
-        // Asleep with its share.
-        eventually("rx parked keeping 8 chunks", || {
-            region
-                .participants()
-                .iter()
-                .any(|p| p.name == "rx" && p.parked && p.holding == 8)
+        // Asleep (or, spinning, idle) with its share.
+        eventually("rx idle keeping 8 chunks", || {
+            region.participants().iter().any(|p| {
+                p.name == "rx" && p.holding == 8 && (p.parked || strategy == WaitStrategy::Spin)
+            })
         });
+        // Exactly the 24 free chunks, with no refused loan (a refusal would
+        // itself ask the sleeper to give its share back).
         let tx = region.join("tx").unwrap();
-        let mut loans = Vec::new();
-        while let Ok(loan) = tx.try_loan(8) {
-            loans.push(loan);
-        }
-        assert_eq!(loans.len(), 32 - 8, "the sleeper kept more than its share");
+        let mut loans: Vec<_> = (0..24).map(|_| tx.try_loan(8).unwrap()).collect();
+        assert_eq!(
+            region.pool_usage()[0].free,
+            0,
+            "the sleeper kept more than its share"
+        );
         take_the_rest(&tx, &mut loans);
         assert_eq!(loans.len(), 32);
         drop(loans);
@@ -593,7 +602,7 @@ fn foreign_and_mismatching_objects_are_refused() {
             err,
             OpenError::Version {
                 found: 99,
-                expected: 5,
+                expected: 6,
                 ..
             }
         ),
