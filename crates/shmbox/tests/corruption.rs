@@ -65,6 +65,21 @@ const CHUNK_HEADER: u64 = 32;
 const MAILBOX_CELLS: u64 = 4 * LINE;
 const PAIR: u64 = 2 * LINE;
 
+/// The region's `/dev/shm` object, opened to read and write it as a
+/// stray process would.
+fn object(path: impl AsRef<std::path::Path>) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+/// Where the queue cells of `mailbox` start in the region.
+fn cells_of(l: &Layout, mailbox: &Mailbox) -> u64 {
+    l.mailbox(u64::from(mailbox.address().slot())) + MAILBOX_CELLS
+}
+
 fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
 }
@@ -507,11 +522,7 @@ fn scribbles_during_traffic() {
                 (&ready, &progress, &done, &layout, name.path());
             s.spawn(move || {
                 let mut rng = StdRng::seed_from_u64(seed ^ 0x5c21_bb1e);
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .unwrap();
+                let file = object(&path);
                 ready.wait();
                 ready.wait();
                 let mut per_area: BTreeMap<Area, u64> = BTreeMap::new();
@@ -615,11 +626,7 @@ fn corrupt_header_then_open() {
     for round in 0..HEADER_ROUNDS {
         let name = Name::new("corrupt", "header");
         let created = Region::create(&name.0, &cfg).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(name.path())
-            .unwrap();
+        let file = object(name.path());
         let patches = corrupt_header(&file, &mut rng);
         let outcome = open_bounded(&name.0).unwrap_or_else(|| {
             panic!(
@@ -661,10 +668,7 @@ fn zeroed_magic_then_open() {
     let _dog = watchdog("zeroed_magic_then_open", Duration::from_secs(120));
     let name = Name::new("corrupt", "magic0");
     let _created = Region::create(&name.0, &config()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(name.path())
-        .unwrap();
+    let file = object(name.path());
     file.write_at(&[0; 8], 0).unwrap();
     match open_bounded(&name.0) {
         Some(r) => assert!(r.is_err(), "a region without its magic was accepted"),
@@ -682,12 +686,9 @@ fn a_scribbled_cell_is_reported_to_a_parked_receiver() {
     let region = Region::create(&name.0, &config()).unwrap();
     let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
     let l = Layout::compute(&config());
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(name.path())
-        .unwrap();
+    let file = object(name.path());
     // Head is 0: give its cell the stamp of some other lap.
-    let cell = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    let cell = cells_of(&l, &rx);
     file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
     match rx.recv() {
         Err(RecvError::Corrupt(c)) => assert!(c.reason().contains("neither empty nor"), "{c}"),
@@ -713,11 +714,8 @@ fn bad_entries_are_reported_then_the_next_messages_arrive() {
     let rx = region.join("rx").unwrap();
     let tx = region.join("tx").unwrap();
     let l = Layout::compute(&config());
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(name.path())
-        .unwrap();
-    let cells = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    let file = object(name.path());
+    let cells = cells_of(&l, &rx);
     // Position 0 filled (stamp 1) with a class that does not exist.
     let bad_class = ((l.classes.len() as u64 + 1) << 24) | 3;
     file.write_at(&((1u64 << 32) | bad_class).to_le_bytes(), cells)
@@ -780,12 +778,9 @@ fn a_scribbled_cell_makes_a_sender_wait_not_spin() {
     let rx = region.join("rx").unwrap();
     let tx = region.join("tx").unwrap();
     let l = Layout::compute(&config());
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(name.path())
-        .unwrap();
+    let file = object(name.path());
     // Tail is 0: give its cell the stamp of some other lap.
-    let cell = l.mailbox(u64::from(rx.address().slot())) + MAILBOX_CELLS;
+    let cell = cells_of(&l, &rx);
     file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
     let loan = tx.try_loan(8).unwrap();
     let (wall, cpu) = (Instant::now(), thread_cpu_time());
