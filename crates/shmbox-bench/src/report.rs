@@ -203,21 +203,17 @@ impl PairedRow {
             .map(|(n, d)| n / d)
             .collect()
     }
-
-    /// The median of the blocks' ratios (`None` without a block).
-    pub fn median_ratio(&self) -> Option<f64> {
-        median(self.ratios())
-    }
 }
 
-/// The median of `values` (the mean of the middle two for an even count).
-pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
+/// The median of `values` (the mean of the middle two for an even count),
+/// sorting them.
+pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
         0 => None,
-        n if n % 2 == 1 => Some(values[n / 2]),
-        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 

@@ -185,16 +185,20 @@ fn paired(
             row.num, row.den
         ));
         'blocks: for block in 0..ctx.plan.pair_blocks {
+            // p50 by role: 0 the numerator, 1 the denominator; the order
+            // of measuring reverses every other block.
+            let cells = [num, den];
             let order = match block % 2 {
-                0 => [den, num],
-                _ => [num, den],
+                0 => [1, 0],
+                _ => [0, 1],
             };
             let mut p50 = [0.0; 2];
-            for (i, cell @ (transport, size, mode)) in order.into_iter().enumerate() {
+            for role in order {
+                let cell @ (transport, size, mode) = cells[role];
                 let budget = ctx.plan.budget(transport).halved();
                 let written = mode == PayloadMode::Written;
                 match measure_latency(ctx, transport, region, size, written, &budget) {
-                    Ok(h) => p50[i] = h.value_at_quantile(0.5) as f64 / 2.0,
+                    Ok(h) => p50[role] = h.value_at_quantile(0.5) as f64 / 2.0,
                     Err(e) => {
                         failures.push(format!(
                             "target {target} in turn, {}: {e}",
@@ -204,10 +208,7 @@ fn paired(
                     }
                 }
             }
-            let (num_p50, den_p50) = match block % 2 {
-                0 => (p50[1], p50[0]),
-                _ => (p50[0], p50[1]),
-            };
+            let [num_p50, den_p50] = p50;
             row.num_p50_ns.push(num_p50);
             row.den_p50_ns.push(den_p50);
         }

@@ -95,13 +95,14 @@ impl Report {
         table_detail: String,
     ) -> (Option<f64>, String) {
         let table_text = table.map_or("-".into(), |r| format!("{r:.3}x"));
-        let paired = self.paired.iter().find(|p| p.target == id);
-        match paired.and_then(|p| Some((p, p.median_ratio()?))) {
-            Some((p, median)) => {
-                let ratios = p.ratios();
-                let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
-                    (lo.min(r), hi.max(r))
-                });
+        let mut ratios = self
+            .paired
+            .iter()
+            .find(|p| p.target == id)
+            .map_or_else(Vec::new, |p| p.ratios());
+        match crate::report::median(&mut ratios) {
+            Some(median) => {
+                let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
                 (
                     Some(median),
                     format!(
@@ -270,8 +271,7 @@ pub fn median_targets(reports: &[Report]) -> Vec<TargetRow> {
                 .iter()
                 .filter_map(|rows| rows.get(i).and_then(|r| r.value))
                 .collect();
-            values.sort_by(f64::total_cmp);
-            let median = crate::report::median(values.clone());
+            let median = crate::report::median(&mut values);
             let shown: Vec<String> = values
                 .iter()
                 .map(|&v| TargetRow {

@@ -208,10 +208,6 @@ impl Kept {
         usize::from(self.lens[class as usize].get())
     }
 
-    fn is_empty(&self) -> bool {
-        self.lens.iter().all(|len| len.get() == 0)
-    }
-
     /// The classes it keeps chunks of, one bit per class.
     fn classes(&self) -> u32 {
         (0..MAX_CLASSES)
@@ -263,6 +259,17 @@ fn received(r: Result<Message<'_>, TryRecvError>) -> Option<Result<Message<'_>, 
         Err(TryRecvError::Corrupt(c)) => Some(Err(c.into())),
         Err(TryRecvError::Empty) => None,
     }
+}
+
+/// Whether `every` has passed since `last` (or it never was): then it
+/// becomes now. A rate limit for slow-path work.
+fn due(last: &Cell<Option<Instant>>, every: Duration) -> bool {
+    let now = Instant::now();
+    if last.get().is_some_and(|at| now.duration_since(at) < every) {
+        return false;
+    }
+    last.set(Some(now));
+    true
 }
 
 /// The clock of a waiting receive, started at its first reading.
@@ -537,15 +544,9 @@ impl Mailbox {
     /// the pool line from the participants whose releases would free
     /// chunks.)
     fn ask_keepers(&self, class: u8) {
-        let asked = &self.keepers_asked[class as usize];
-        let now = Instant::now();
-        if asked
-            .get()
-            .is_some_and(|at| now.duration_since(at) < ASK_KEEPERS_EVERY)
-        {
+        if !due(&self.keepers_asked[class as usize], ASK_KEEPERS_EVERY) {
             return;
         }
-        asked.set(Some(now));
         // SYNC POINT: release pairs with the acquire load of a keeper
         // that sees the count move (`refusals_moved`).
         self.mapped()
@@ -825,9 +826,6 @@ impl Mailbox {
     /// Returns cached chunks to the shared pool, oldest first, until each
     /// class keeps at most `keep(class)`.
     fn trim_cache(&self, keep: impl Fn(u8) -> usize) {
-        if self.cache.is_empty() {
-            return;
-        }
         for class in 0..MAX_CLASSES as u8 {
             let len = self.cache.len(class);
             if len == 0 {
@@ -856,7 +854,11 @@ impl Mailbox {
         let start = Instant::now();
         loop {
             let slice = match timeout {
-                Some(t) => t.saturating_sub(start.elapsed()).min(CHECK_EVERY),
+                Some(t) => match time_left(t, start.elapsed()) {
+                    Some(left) => left.min(CHECK_EVERY),
+                    // Out of time: one last check.
+                    None => return check(),
+                },
                 None => CHECK_EVERY,
             };
             let futex = &self.region.shared.futex;
@@ -865,9 +867,6 @@ impl Mailbox {
             }
             if let Some(v) = check() {
                 return Some(v);
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
-                return None;
             }
         }
     }
@@ -1032,17 +1031,9 @@ impl Mailbox {
     /// syscall per attempt, and a dead receiver is still found within that
     /// time.
     fn liveness_check_due(&self, slot: u32) -> bool {
-        let Some(checked) = self.liveness_checked.get(slot as usize) else {
-            return true;
-        };
-        let now = Instant::now();
-        match checked.get() {
-            Some(at) if now.duration_since(at) < FULL_CHECK_EVERY => false,
-            _ => {
-                checked.set(Some(now));
-                true
-            }
-        }
+        self.liveness_checked
+            .get(slot as usize)
+            .is_none_or(|checked| due(checked, FULL_CHECK_EVERY))
     }
 
     /// Sends `loan` to `to`, waiting while its mailbox is full.
@@ -1563,7 +1554,7 @@ mod tests {
     #[test]
     fn kept_chunks_are_a_stack_per_class_with_the_oldest_given_back_first() {
         let kept = Kept::default();
-        assert!(kept.is_empty());
+        assert_eq!(kept.classes(), 0);
         assert_eq!(kept.pop(0), None);
         for i in 0..CACHE_PER_CLASS as u32 {
             assert!(kept.push(0, 100 + i));
@@ -1586,6 +1577,6 @@ mod tests {
         assert_eq!(&all[..n], &expected[..]);
         assert_eq!(kept.len(0), 0);
         assert_eq!(kept.pop(1), Some(7));
-        assert!(kept.is_empty());
+        assert_eq!(kept.classes(), 0);
     }
 }

@@ -99,22 +99,10 @@ impl<'a> EventCount<'a> {
     /// Waits until `ready()` returns `Some`, or `timeout` passes (then one
     /// last check). `ready` is re-checked after registering, so a
     /// notification between the caller's failed attempt and the sleep is
-    /// not lost.
-    #[cfg(shmbox_loom)]
-    pub(crate) fn wait_until<F: Futex, T>(
-        &self,
-        futex: &F,
-        timeout: Option<Duration>,
-        ready: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
-        self.wait_until_with(futex, timeout, ready, || {})
-    }
-
-    /// [`wait_until`](Self::wait_until) that calls `registered()` each time
-    /// it has registered as a waiter and its re-check failed (after the
-    /// fence, before sleeping):
-    /// whatever `registered` reads is at least as new as what a party that
-    /// missed our registration had stored before its own fence (see
+    /// not lost. Each time it has registered as a waiter and that re-check
+    /// failed (after the fence, before sleeping), it calls `registered()`:
+    /// whatever that reads is at least as new as what a party that missed
+    /// our registration had stored before its own fence (see
     /// [`KeepNotice`]).
     pub(crate) fn wait_until_with<F: Futex, T>(
         &self,
@@ -157,7 +145,7 @@ impl<'a> EventCount<'a> {
     /// sleepers. One load when nobody sleeps.
     #[inline]
     pub(crate) fn notify<F: Futex>(&self, futex: &F) {
-        // SYNC POINT: pairs with the fence in `wait_until`.
+        // SYNC POINT: pairs with the fence in `wait_until_with`.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.seq.fetch_add(1, Ordering::Release);
@@ -417,9 +405,8 @@ mod loom_tests {
                 EventCount::new(&s.0, &s.1).notify(&s.3);
             });
             let ec = EventCount::new(&state.0, &state.1);
-            let got = ec.wait_until(&state.3, None, || {
-                (state.2.load(Ordering::Relaxed) == 1).then_some(())
-            });
+            let ready = || (state.2.load(Ordering::Relaxed) == 1).then_some(());
+            let got = ec.wait_until_with(&state.3, None, ready, || {});
             assert!(got.is_some());
             notifier.join().unwrap();
         });

@@ -123,7 +123,7 @@ fn inspecting_reads_everything_changes_nothing_and_never_attaches() {
     // The inspector's mapping is private (copy-on-write: nothing stored
     // through it could reach the region); the participant's is shared.
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let object = format!("/dev/shm/shmbox.{}", name.0);
+    let object = name.path();
     let perms: Vec<&str> = maps
         .lines()
         .filter(|l| l.contains(&object))

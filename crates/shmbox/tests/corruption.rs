@@ -742,13 +742,12 @@ fn bad_entries_are_reported_then_the_next_messages_arrive() {
         .unwrap();
     // Find its chunk in the file by its payload, and scribble on the
     // length word of its header.
-    let reader = std::fs::File::open(name.path()).unwrap();
     let class = &l.classes[0];
     let chunk = (0..class.count)
         .map(|i| class.chunks + i * class.stride)
         .find(|&at| {
             let mut payload = [0u8; 8];
-            reader.read_at(&mut payload, at + CHUNK_HEADER).unwrap();
+            file.read_at(&mut payload, at + CHUNK_HEADER).unwrap();
             &payload == b"too long"
         })
         .expect("the sent chunk is in class 0");
