@@ -272,6 +272,23 @@ fn due(last: &Cell<Option<Instant>>, every: Duration) -> bool {
     true
 }
 
+/// The state of a waiting receive between its takes.
+struct Waiting {
+    clock: WaitClock,
+    /// Takes that gave nothing so far.
+    polls: u32,
+}
+
+impl Waiting {
+    #[inline]
+    fn new(timeout: Option<Duration>) -> Waiting {
+        Waiting {
+            clock: WaitClock::new(timeout),
+            polls: 0,
+        }
+    }
+}
+
 /// The clock of a waiting receive, started at its first reading.
 struct WaitClock {
     start: Option<Instant>,
@@ -1288,9 +1305,6 @@ impl Mailbox {
     /// Waits for the next message using this mailbox's [`WaitStrategy`].
     #[inline]
     pub fn recv(&self) -> Result<Message<'_>, RecvError> {
-        if let Some(message) = self.take_one() {
-            return Ok(message);
-        }
         self.recv_wait(None).map_err(|e| match e {
             RecvTimeoutError::Corrupt(c) => RecvError::Corrupt(c),
             RecvTimeoutError::Timeout => unreachable!("recv without timeout does not time out"),
@@ -1300,9 +1314,6 @@ impl Mailbox {
     /// Waits at most `timeout` for the next message.
     #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
-        if let Some(message) = self.take_one() {
-            return Ok(message);
-        }
         let r = self.recv_wait(Some(timeout));
         if matches!(r, Err(RecvTimeoutError::Timeout)) {
             self.count(Counter::Timeouts);
@@ -1310,69 +1321,88 @@ impl Mailbox {
         r
     }
 
-    /// The rest of a waiting receive whose first take (by the caller) gave
-    /// no message.
-    #[inline(never)]
+    /// A waiting receive. Each take is made here, inline in the caller,
+    /// so a message that arrives while we wait is handed over without a
+    /// return through the out-of-line wait; everything else a take that
+    /// gave nothing leads to (refused entries, the clock, spinning or
+    /// sleeping) is in [`recv_idle`](Self::recv_idle).
+    #[inline(always)]
     fn recv_wait(&self, timeout: Option<Duration>) -> Result<Message<'_>, RecvTimeoutError> {
-        // A message already waiting costs no clock read.
-        if let Some(r) = received(self.try_recv_after()) {
-            return r;
+        let mut wait = Waiting::new(timeout);
+        loop {
+            if let Some(message) = self.take_one() {
+                return Ok(message);
+            }
+            if let Some(r) = self.recv_idle(&mut wait) {
+                return r;
+            }
         }
-        let strategy = self.strategy.get();
+    }
+
+    /// A waiting receive's take gave nothing: look past a refused entry,
+    /// then spin or sleep as the wait strategy says. `None` to take again.
+    #[inline(never)]
+    fn recv_idle(&self, wait: &mut Waiting) -> Option<Result<Message<'_>, RecvTimeoutError>> {
+        // A message already waiting (behind a skipped entry) costs no
+        // clock read.
+        if let Some(r) = received(self.try_recv_after()) {
+            return Some(r);
+        }
+        wait.polls = wait.polls.wrapping_add(1);
+        let polls = wait.polls;
+        let clock = &mut wait.clock;
         // The clock starts at the first check, after a few polls, not at
         // the first empty one: a message that arrives within a microsecond
         // or so, the common case for a spinning receiver, costs no clock
         // read at all. (A timeout can then run up to those polls late.)
-        let mut clock = WaitClock::new(timeout);
-        let mut polls = 0u32;
-        loop {
-            polls = polls.wrapping_add(1);
-            // The clock is read once every 64 polls, not on every one.
-            let spinning = match strategy {
-                WaitStrategy::Spin => true,
-                WaitStrategy::Park => false,
-                WaitStrategy::Adaptive => polls % 64 != 0 || clock.elapsed() < ADAPTIVE_SPIN,
-            };
-            if spinning {
-                if polls % 256 == 16 {
-                    clock.remaining()?;
-                }
-                spin_hint();
-            } else {
-                let left = clock.remaining()?;
-                // Going to sleep: take the doorbell's ticket, keep our share
-                // of chunks and announce it (a loaner short of them rings
-                // the doorbell), then mark the cell we wait on, and sleep
-                // until a sender fills it.
-                let mailbox = self.mapped().mailbox(self.address.slot);
-                let ticket = mailbox.parker.ticket();
-                self.keep_while_asleep();
-                let parked = mailbox.queue.mark_parked();
-                if parked {
-                    mailbox.parker.wait(&self.region.shared.futex, ticket, left);
-                    mailbox.queue.unmark_parked();
-                }
-                // Awake: loaners need not wake us any more. One that rang
-                // us may be waiting for what we keep (or a `try_loan` was
-                // refused it), and we may leave now (a message, the
-                // timeout) instead of sleeping again: give it back now.
-                if self.notice().clear() {
-                    self.give_back_wanted();
-                }
-                if !parked {
-                    if let Some(cell) = mailbox.queue.corrupt_head() {
-                        // Neither empty nor an entry: polling it would spin for
-                        // ever.
-                        return Err(RecvTimeoutError::Corrupt(Corruption {
-                            reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
-                        }));
-                    }
+        // It is read once every 64 polls, not on every one.
+        let spinning = match self.strategy.get() {
+            WaitStrategy::Spin => true,
+            WaitStrategy::Park => false,
+            WaitStrategy::Adaptive => polls % 64 != 0 || clock.elapsed() < ADAPTIVE_SPIN,
+        };
+        if spinning {
+            if polls % 256 == 16 {
+                if let Err(e) = clock.remaining() {
+                    return Some(Err(e));
                 }
             }
-            if let Some(r) = received(self.try_recv()) {
-                return r;
+            spin_hint();
+            return None;
+        }
+        let left = match clock.remaining() {
+            Ok(left) => left,
+            Err(e) => return Some(Err(e)),
+        };
+        // Going to sleep: take the doorbell's ticket, keep our share
+        // of chunks and announce it (a loaner short of them rings
+        // the doorbell), then mark the cell we wait on, and sleep
+        // until a sender fills it.
+        let mailbox = self.mapped().mailbox(self.address.slot);
+        let ticket = mailbox.parker.ticket();
+        self.keep_while_asleep();
+        let parked = mailbox.queue.mark_parked();
+        if parked {
+            mailbox.parker.wait(&self.region.shared.futex, ticket, left);
+            mailbox.queue.unmark_parked();
+        }
+        // Awake: loaners need not wake us any more. One that rang
+        // us may be waiting for what we keep (or a `try_loan` was
+        // refused it), and we may leave now (a message, the
+        // timeout) instead of sleeping again: give it back now.
+        if self.notice().clear() {
+            self.give_back_wanted();
+        }
+        if !parked {
+            if let Some(cell) = mailbox.queue.corrupt_head() {
+                // Neither empty nor an entry: polling it would spin for
+                // ever.
+                return Some(Err(RecvTimeoutError::Corrupt(Corruption {
+                    reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
+                })));
             }
         }
+        None
     }
 
     /// Releases every chunk that still carries our holder bit: orphans of
