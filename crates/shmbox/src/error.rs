@@ -337,7 +337,10 @@ pub enum TryRecvError {
     /// No message is waiting.
     #[error("mailbox is empty")]
     Empty,
-    /// The next entry was corrupt (and has been dropped).
+    /// The next entry was corrupt (and has been dropped), or the cell the
+    /// next entry belongs in holds neither an entry nor room for one (only
+    /// a scribble on the region makes one: it stays, and later receives
+    /// report it again).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -345,7 +348,10 @@ pub enum TryRecvError {
 /// Why [`Mailbox::recv`](crate::Mailbox::recv) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
-    /// The next entry was corrupt (and has been dropped).
+    /// The next entry was corrupt (and has been dropped), or the cell the
+    /// next entry belongs in holds neither an entry nor room for one (only
+    /// a scribble on the region makes one: it stays, and later receives
+    /// report it again).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -356,7 +362,10 @@ pub enum RecvTimeoutError {
     /// No message arrived in time.
     #[error("timed out waiting for a message")]
     Timeout,
-    /// The next entry was corrupt (and has been dropped).
+    /// The next entry was corrupt (and has been dropped), or the cell the
+    /// next entry belongs in holds neither an entry nor room for one (only
+    /// a scribble on the region makes one: it stays, and later receives
+    /// report it again).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }

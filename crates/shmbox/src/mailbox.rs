@@ -1142,8 +1142,10 @@ impl Mailbox {
     fn try_recv_after(&self) -> Result<Message<'_>, TryRecvError> {
         match self.refusal.take() {
             Refusal::Nothing => {
-                self.found_nothing();
-                return Err(TryRecvError::Empty);
+                return Err(match self.found_nothing() {
+                    Some(c) => TryRecvError::Corrupt(c),
+                    None => TryRecvError::Empty,
+                });
             }
             Refusal::Corrupt(c) => return Err(TryRecvError::Corrupt(c)),
             Refusal::Skipped => {}
@@ -1208,22 +1210,36 @@ impl Mailbox {
 
     /// A receive found nothing. Housekeeping runs on the first empty poll
     /// after a message and on every 16th after that, not on each poll of a
-    /// spin.
+    /// spin; so does the check that the cell we poll is not a scribble,
+    /// which says so ([`head_corruption`](Self::head_corruption)).
     #[inline]
-    fn found_nothing(&self) {
+    fn found_nothing(&self) -> Option<Corruption> {
         let idle = self.empty_polls.get().wrapping_add(1);
         self.empty_polls.set(idle);
         if idle % 16 == 1 {
-            self.between_messages(idle);
+            return self.between_messages(idle);
         }
+        None
     }
 
     #[inline(never)]
-    fn between_messages(&self, idle: u32) {
+    fn between_messages(&self, idle: u32) -> Option<Corruption> {
         self.trim_cache_between_messages(idle);
         if self.unpublished.get() != 0 {
             self.publish_counters();
         }
+        self.head_corruption()
+    }
+
+    /// The cell at our queue's head if it is neither empty nor an entry:
+    /// only a scribble on the region makes one, and polling it would find
+    /// nothing for ever.
+    fn head_corruption(&self) -> Option<Corruption> {
+        let m = self.mapped();
+        let cell = m.mailbox(self.address.slot).queue.corrupt_head()?;
+        Some(Corruption {
+            reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
+        })
     }
 
     /// Wakes the senders waiting for room in our mailbox.
@@ -1394,12 +1410,8 @@ impl Mailbox {
             self.give_back_wanted();
         }
         if !parked {
-            if let Some(cell) = mailbox.queue.corrupt_head() {
-                // Neither empty nor an entry: polling it would spin for
-                // ever.
-                return Some(Err(RecvTimeoutError::Corrupt(Corruption {
-                    reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
-                })));
+            if let Some(c) = self.head_corruption() {
+                return Some(Err(RecvTimeoutError::Corrupt(c)));
             }
         }
         None

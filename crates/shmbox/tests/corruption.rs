@@ -677,29 +677,49 @@ fn zeroed_magic_then_open() {
 }
 
 /// A queue cell at `head` that is neither empty nor an entry (only a
-/// scribble makes one) is reported to a parked receiver, which would
-/// otherwise poll it for ever.
+/// scribble makes one) is reported to every kind of receive, in every
+/// wait strategy: polling it would otherwise find nothing for ever (a
+/// `try_recv` loop, or a spinning `recv`, would never end).
 #[test]
-fn a_scribbled_cell_is_reported_to_a_parked_receiver() {
-    let _dog = watchdog("scribbled cell", Duration::from_secs(30));
-    let name = Name::new("corrupt", "cell");
-    let region = Region::create(&name.0, &config()).unwrap();
-    let rx = region.join_with("rx", WaitStrategy::Park).unwrap();
-    let l = Layout::compute(&config());
-    let file = object(name.path());
-    // Head is 0: give its cell the stamp of some other lap.
-    let cell = cells_of(&l, &rx);
-    file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
-    match rx.recv() {
-        Err(RecvError::Corrupt(c)) => assert!(c.reason().contains("neither empty nor"), "{c}"),
-        other => panic!("expected a corrupt-cell error, got {other:?}"),
+fn a_scribbled_cell_is_reported_to_every_receive() {
+    let _dog = watchdog("scribbled cell", Duration::from_secs(60));
+    for strategy in [
+        WaitStrategy::Spin,
+        WaitStrategy::Adaptive,
+        WaitStrategy::Park,
+    ] {
+        let name = Name::new("corrupt", &format!("cell-{strategy:?}"));
+        let region = Region::create(&name.0, &config()).unwrap();
+        let rx = region.join_with("rx", strategy).unwrap();
+        let l = Layout::compute(&config());
+        let file = object(name.path());
+        // Head is 0: give its cell the stamp of some other lap.
+        let cell = cells_of(&l, &rx);
+        file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
+        let is_it = |reason: &str| reason.contains("neither empty nor");
+        match rx.try_recv() {
+            Err(TryRecvError::Corrupt(c)) => assert!(is_it(c.reason()), "{strategy:?}: {c}"),
+            other => panic!("{strategy:?}: expected a corrupt-cell error, got {other:?}"),
+        }
+        // Also on the later polls of a `try_recv` loop, not only the first.
+        let reported = (0..64)
+            .filter(|_| matches!(rx.try_recv(), Err(TryRecvError::Corrupt(_))))
+            .count();
+        assert!(
+            reported >= 4,
+            "{strategy:?}: {reported} of 64 polls reported it"
+        );
+        match rx.recv() {
+            Err(RecvError::Corrupt(c)) => assert!(is_it(c.reason()), "{strategy:?}: {c}"),
+            other => panic!("{strategy:?}: expected a corrupt-cell error, got {other:?}"),
+        }
+        let started = Instant::now();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Err(RecvTimeoutError::Corrupt(c)) => assert!(is_it(c.reason()), "{strategy:?}: {c}"),
+            other => panic!("{strategy:?}: expected a corrupt-cell error, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{strategy:?}");
     }
-    let started = Instant::now();
-    assert!(matches!(
-        rx.recv_timeout(Duration::from_secs(5)),
-        Err(RecvTimeoutError::Corrupt(_))
-    ));
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// A well-formed cell whose value names no chunk, and a message whose
