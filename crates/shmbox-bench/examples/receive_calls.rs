@@ -117,7 +117,8 @@ fn run(peer: Peer, blocking: bool) -> u64 {
     }
     let name = format!("receive-calls-{}", std::process::id());
     let region = Region::create(&name, &config).expect("region");
-    let result = match peer {
+    let _unlink = Unlink(&name);
+    match peer {
         Peer::Process => {
             let mut child = Command::new(std::env::current_exe().expect("own path"))
                 .args(["pong", &name, if blocking { "blocking" } else { "try" }])
@@ -129,9 +130,16 @@ fn run(peer: Peer, blocking: bool) -> u64 {
             p50
         }
         _ => two_threads(&region, blocking),
-    };
-    Region::remove(&name).expect("remove the region");
-    result
+    }
+}
+
+/// Removes the region's name when dropped, on a panic too.
+struct Unlink<'a>(&'a str);
+
+impl Drop for Unlink<'_> {
+    fn drop(&mut self) {
+        let _ = Region::remove(self.0);
+    }
 }
 
 fn two_threads(region: &Region, blocking: bool) -> u64 {

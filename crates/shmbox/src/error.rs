@@ -339,8 +339,10 @@ pub enum TryRecvError {
     Empty,
     /// The next entry was corrupt (and has been dropped), or the cell the
     /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one: it stays, and later receives
-    /// report it again).
+    /// a scribble on the region makes one). Such a cell stays: a waiting
+    /// receive reports it again, and so does a `try_recv` on the first
+    /// empty poll after a message and on every 16th after that (the polls
+    /// in between say `Empty`).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -350,8 +352,10 @@ pub enum TryRecvError {
 pub enum RecvError {
     /// The next entry was corrupt (and has been dropped), or the cell the
     /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one: it stays, and later receives
-    /// report it again).
+    /// a scribble on the region makes one). Such a cell stays: a waiting
+    /// receive reports it again, and so does a `try_recv` on the first
+    /// empty poll after a message and on every 16th after that (the polls
+    /// in between say `Empty`).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -364,8 +368,10 @@ pub enum RecvTimeoutError {
     Timeout,
     /// The next entry was corrupt (and has been dropped), or the cell the
     /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one: it stays, and later receives
-    /// report it again).
+    /// a scribble on the region makes one). Such a cell stays: a waiting
+    /// receive reports it again, and so does a `try_recv` on the first
+    /// empty poll after a message and on every 16th after that (the polls
+    /// in between say `Empty`).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }

@@ -325,16 +325,18 @@ impl<'a> OffsetQueue<'a> {
         self.cell(self.tail.load(Ordering::Relaxed))
     }
 
-    /// Consumer: the cell at `head` if its stamp is neither `head` (empty,
-    /// parked or closed) nor `head + 1` (an entry): only a scribble on the
-    /// region makes one, and a receiver must report it rather than poll it
-    /// for ever.
+    /// Consumer: the cell at `head` if it is neither room (stamp `head`,
+    /// value empty, parked or closed) nor an entry (stamp `head + 1`; a bad
+    /// value there is the entry's to report): only a scribble on the region
+    /// makes one, and a receiver must report it rather than poll it for
+    /// ever.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn corrupt_head(&self) -> Option<u64> {
-        let head = self.head.load(Ordering::Relaxed);
-        let current = self.cell(head).load(Ordering::Acquire);
-        let stamp = stamp_of(current);
-        (stamp != head as u32 && stamp != (head as u32).wrapping_add(1)).then_some(current)
+        let head = self.head.load(Ordering::Relaxed) as u32;
+        let current = self.cell(u64::from(head)).load(Ordering::Acquire);
+        let room = stamp_of(current) == head && matches!(current as u32, 0 | PARKED | CLOSED);
+        let entry = stamp_of(current) == head.wrapping_add(1);
+        (!room && !entry).then_some(current)
     }
 
     /// Consumer, awake again: removes its mark if no entry replaced it.
@@ -518,6 +520,50 @@ mod tests {
         t.store(12345, Ordering::Relaxed);
         assert_eq!(q.push(1), Err(PushError::Full));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn only_a_scribbled_head_cell_is_corrupt() {
+        let (t, h, c) = queue(2);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        assert_eq!(q.corrupt_head(), None, "closed");
+        q.reopen();
+        assert_eq!(q.corrupt_head(), None, "empty");
+        assert!(q.mark_parked());
+        assert_eq!(q.corrupt_head(), None, "parked");
+        q.unmark_parked();
+        q.push(1).unwrap();
+        q.push(2).unwrap();
+        assert_eq!(q.corrupt_head(), None, "an entry");
+        assert!(q.mark_waiting());
+        assert_eq!(q.corrupt_head(), None, "an entry a producer waits behind");
+        for v in 3..=8 {
+            assert_eq!(q.pop(), Some(v - 2));
+            assert_eq!(q.corrupt_head(), None, "after a take");
+            q.push(v).unwrap();
+        }
+        // Stamps wrapping past u32::MAX.
+        let start = u64::from(u32::MAX) - 1;
+        for (i, cell) in c.iter().enumerate() {
+            let pos = start + ((i as u64).wrapping_sub(start) & 1);
+            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
+        }
+        t.store(start, Ordering::Relaxed);
+        h.store(start, Ordering::Relaxed);
+        for v in 1..=4 {
+            assert_eq!(q.corrupt_head(), None, "empty, wrapping");
+            q.push(v).unwrap();
+            assert_eq!(q.corrupt_head(), None, "an entry, wrapping");
+            assert_eq!(q.pop(), Some(v));
+        }
+        // Scribbles: another lap's stamp, and room with a stray value.
+        let head = h.load(Ordering::Relaxed);
+        let cell = &c[(head % 2) as usize];
+        for scribble in [pack(head as u32 + 7, 0), pack(head as u32, 5)] {
+            cell.store(scribble, Ordering::Relaxed);
+            assert_eq!(q.corrupt_head(), Some(scribble));
+        }
     }
 
     #[test]
