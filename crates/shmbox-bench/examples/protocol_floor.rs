@@ -22,7 +22,9 @@
 //!
 //! `cargo run --release -p shmbox-bench --example protocol_floor`
 
-use rustix::thread::{sched_setaffinity, CpuSet};
+mod common;
+
+use common::{pin, spin_receive};
 use shmbox::{Config, Region, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -71,12 +73,6 @@ impl Queue {
 struct Chunk {
     header: Line,
     payload: Line,
-}
-
-fn pin(cpu: usize) {
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    let _ = sched_setaffinity(None, &set);
 }
 
 #[inline(always)]
@@ -163,28 +159,6 @@ fn spin_until(mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Receives on `mailbox`, spinning as [`spin_until`] does (the clock is
-/// read only every 4096 polls), within [`WAIT_LIMIT`].
-fn receive(mailbox: &shmbox::Mailbox) -> shmbox::Message<'_> {
-    let mut spins = 0u32;
-    let mut since = None;
-    loop {
-        match mailbox.try_recv() {
-            Ok(m) => return m,
-            Err(shmbox::TryRecvError::Empty) => {
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(4096)
-                    && since.get_or_insert_with(Instant::now).elapsed() > WAIT_LIMIT
-                {
-                    panic!("no message within {WAIT_LIMIT:?}");
-                }
-                core::hint::spin_loop()
-            }
-            Err(e) => panic!("receive: {e}"),
-        }
-    }
-}
-
 fn p50_one_way(mut round_trips: Vec<u64>) -> u64 {
     round_trips.drain(..round_trips.len() / 10); // warm-up
     round_trips.sort_unstable();
@@ -234,7 +208,7 @@ fn run_shmbox() -> u64 {
         s.spawn(move || {
             pin(1);
             for _ in 0..ROUNDS {
-                let msg = receive(&pong);
+                let msg = spin_receive(&pong, WAIT_LIMIT);
                 let mut loan = pong.try_loan(8).expect("loan");
                 loan.copy_from_slice(&msg[..8]);
                 pong.try_send(loan, &ping_at)
@@ -251,7 +225,7 @@ fn run_shmbox() -> u64 {
             ping.try_send(loan, &pong_at)
                 .map_err(|e| e.to_string())
                 .expect("send");
-            let msg = receive(&ping);
+            let msg = spin_receive(&ping, WAIT_LIMIT);
             rtt.push(t.elapsed().as_nanos() as u64);
             assert_eq!(msg[..8], pos.to_le_bytes());
         }

@@ -14,8 +14,10 @@
 //!
 //! `cargo run --release -p shmbox-bench --example receive_calls`
 
-use rustix::thread::{sched_setaffinity, CpuSet};
-use shmbox::{Config, Mailbox, Message, Region, TryRecvError, WaitStrategy};
+mod common;
+
+use common::{pin, spin_receive};
+use shmbox::{Config, Mailbox, Message, Region, WaitStrategy};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,32 +27,10 @@ const RUNS: usize = 7;
 /// which also ends a peer process: nothing hangs).
 const WAIT_LIMIT: Duration = Duration::from_secs(2);
 
-fn pin(cpu: usize) {
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    let _ = sched_setaffinity(None, &set);
-}
-
 fn receive(mailbox: &Mailbox, blocking: bool) -> Message<'_> {
-    if blocking {
-        return mailbox.recv_timeout(WAIT_LIMIT).expect("recv_timeout");
-    }
-    let mut spins = 0u32;
-    let mut since = None;
-    loop {
-        match mailbox.try_recv() {
-            Ok(m) => return m,
-            Err(TryRecvError::Empty) => {
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(4096)
-                    && since.get_or_insert_with(Instant::now).elapsed() > WAIT_LIMIT
-                {
-                    panic!("no message within {WAIT_LIMIT:?}");
-                }
-                core::hint::spin_loop()
-            }
-            Err(e) => panic!("try_recv: {e}"),
-        }
+    match blocking {
+        true => mailbox.recv_timeout(WAIT_LIMIT).expect("recv_timeout"),
+        false => spin_receive(mailbox, WAIT_LIMIT),
     }
 }
 

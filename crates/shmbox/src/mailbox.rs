@@ -272,6 +272,16 @@ fn due(last: &Cell<Option<Instant>>, every: Duration) -> bool {
     true
 }
 
+/// How long a blocked sender or loaner that started waiting at `start`
+/// sleeps before its next check: at most [`CHECK_EVERY`], and no later
+/// than its timeout; `None` once the timeout has passed.
+fn next_slice(timeout: Option<Duration>, start: Instant) -> Option<Duration> {
+    match timeout {
+        Some(t) => time_left(t, start.elapsed()).map(|left| left.min(CHECK_EVERY)),
+        None => Some(CHECK_EVERY),
+    }
+}
+
 /// The state of a waiting receive between its takes.
 struct Waiting {
     clock: WaitClock,
@@ -870,13 +880,9 @@ impl Mailbox {
     ) -> Option<T> {
         let start = Instant::now();
         loop {
-            let slice = match timeout {
-                Some(t) => match time_left(t, start.elapsed()) {
-                    Some(left) => left.min(CHECK_EVERY),
-                    // Out of time: one last check.
-                    None => return check(),
-                },
-                None => CHECK_EVERY,
+            let Some(slice) = next_slice(timeout, start) else {
+                // Out of time: one last check.
+                return check();
             };
             let futex = &self.region.shared.futex;
             if let Some(v) = list.wait_until_with(futex, Some(slice), &mut ready, &mut registered) {
@@ -967,12 +973,8 @@ impl Mailbox {
         self.flush_cache();
         let start = Instant::now();
         loop {
-            let slice = match timeout {
-                Some(t) => match time_left(t, start.elapsed()) {
-                    Some(left) => left.min(CHECK_EVERY),
-                    None => return Err(Undelivered::Full),
-                },
-                None => CHECK_EVERY,
+            let Some(slice) = next_slice(timeout, start) else {
+                return Err(Undelivered::Full);
             };
             // Flag the entry the receiver takes next, then sleep until it
             // rings the room doorbell on taking it.

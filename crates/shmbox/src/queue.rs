@@ -474,6 +474,16 @@ mod tests {
         )
     }
 
+    /// Puts an empty queue at position `start`, every cell armed for it.
+    fn start_at(t: &AtomicU64, h: &AtomicU64, c: &[AtomicU64], start: u64) {
+        for (i, cell) in c.iter().enumerate() {
+            let pos = start + ((i as u64).wrapping_sub(start) % c.len() as u64);
+            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
+        }
+        t.store(start, Ordering::Relaxed);
+        h.store(start, Ordering::Relaxed);
+    }
+
     #[test]
     fn fifo_full_and_wraparound() {
         let (t, h, c) = queue(4);
@@ -497,13 +507,7 @@ mod tests {
     fn stamps_wrap_around_u32() {
         let (t, h, c) = queue(2);
         let q = OffsetQueue::new(&t, &h, &c);
-        let start = u64::from(u32::MAX) - 3;
-        for (i, cell) in c.iter().enumerate() {
-            let pos = start + ((i as u64).wrapping_sub(start) & 1);
-            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
-        }
-        t.store(start, Ordering::Relaxed);
-        h.store(start, Ordering::Relaxed);
+        start_at(&t, &h, &c, u64::from(u32::MAX) - 3);
         for v in 1..=20 {
             q.push(v).unwrap();
             assert_eq!(q.pop(), Some(v));
@@ -544,13 +548,7 @@ mod tests {
             q.push(v).unwrap();
         }
         // Stamps wrapping past u32::MAX.
-        let start = u64::from(u32::MAX) - 1;
-        for (i, cell) in c.iter().enumerate() {
-            let pos = start + ((i as u64).wrapping_sub(start) & 1);
-            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
-        }
-        t.store(start, Ordering::Relaxed);
-        h.store(start, Ordering::Relaxed);
+        start_at(&t, &h, &c, u64::from(u32::MAX) - 1);
         for v in 1..=4 {
             assert_eq!(q.corrupt_head(), None, "empty, wrapping");
             q.push(v).unwrap();
