@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{pin, spin_receive};
+use common::{p50_one_way, pin, spin_receive};
 use shmbox::{Config, Region, WaitStrategy};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
@@ -159,12 +159,6 @@ fn spin_until(mut done: impl FnMut() -> bool) {
     }
 }
 
-fn p50_one_way(mut round_trips: Vec<u64>) -> u64 {
-    round_trips.drain(..round_trips.len() / 10); // warm-up
-    round_trips.sort_unstable();
-    round_trips[round_trips.len() / 2] / 2
-}
-
 fn run_skeleton(v: Variant) -> u64 {
     let (to_pong, to_ping) = (Queue::new(), Queue::new());
     let chunks = [
@@ -207,29 +201,10 @@ fn run_shmbox() -> u64 {
     std::thread::scope(|s| {
         s.spawn(move || {
             pin(1);
-            for _ in 0..ROUNDS {
-                let msg = spin_receive(&pong, WAIT_LIMIT);
-                let mut loan = pong.try_loan(8).expect("loan");
-                loan.copy_from_slice(&msg[..8]);
-                pong.try_send(loan, &ping_at)
-                    .map_err(|e| e.to_string())
-                    .expect("send");
-            }
+            common::pong(&pong, &ping_at, ROUNDS, |m| spin_receive(m, WAIT_LIMIT));
         });
         pin(0);
-        let mut rtt = Vec::with_capacity(ROUNDS as usize);
-        for pos in 0..ROUNDS {
-            let t = Instant::now();
-            let mut loan = ping.try_loan(8).expect("loan");
-            loan.copy_from_slice(&pos.to_le_bytes());
-            ping.try_send(loan, &pong_at)
-                .map_err(|e| e.to_string())
-                .expect("send");
-            let msg = spin_receive(&ping, WAIT_LIMIT);
-            rtt.push(t.elapsed().as_nanos() as u64);
-            assert_eq!(msg[..8], pos.to_le_bytes());
-        }
-        p50_one_way(rtt)
+        common::ping(&ping, &pong_at, ROUNDS, |m| spin_receive(m, WAIT_LIMIT))
     })
 }
 

@@ -50,14 +50,7 @@ fn address_of(region: &Region, name: &str) -> shmbox::Address {
 fn pong(region: &Region, blocking: bool) {
     let me = region.join_with("pong", WaitStrategy::Spin).expect("join");
     let ping = address_of(region, "ping");
-    for _ in 0..ROUNDS {
-        let msg = receive(&me, blocking);
-        let mut loan = me.try_loan(8).expect("loan");
-        loan.copy_from_slice(&msg[..8]);
-        me.try_send(loan, &ping)
-            .map_err(|e| e.to_string())
-            .expect("send");
-    }
+    common::pong(&me, &ping, ROUNDS, |m| receive(m, blocking));
 }
 
 /// Returns the p50 one-way latency in ns.
@@ -65,21 +58,7 @@ fn pong(region: &Region, blocking: bool) {
 fn ping(region: &Region, blocking: bool) -> u64 {
     let me = region.join_with("ping", WaitStrategy::Spin).expect("join");
     let pong = address_of(region, "pong");
-    let mut rtt = Vec::with_capacity(ROUNDS as usize);
-    for seq in 0..ROUNDS {
-        let t = Instant::now();
-        let mut loan = me.try_loan(8).expect("loan");
-        loan.copy_from_slice(&seq.to_le_bytes());
-        me.try_send(loan, &pong)
-            .map_err(|e| e.to_string())
-            .expect("send");
-        let msg = receive(&me, blocking);
-        rtt.push(t.elapsed().as_nanos() as u64);
-        assert_eq!(msg[..8], seq.to_le_bytes());
-    }
-    rtt.drain(..rtt.len() / 10); // warm-up
-    rtt.sort_unstable();
-    rtt[rtt.len() / 2] / 2
+    common::ping(&me, &pong, ROUNDS, |m| receive(m, blocking))
 }
 
 #[derive(Clone, Copy)]
