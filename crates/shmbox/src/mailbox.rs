@@ -925,9 +925,14 @@ impl Mailbox {
         // The receiver becomes a holder before the offset is published, so
         // at every instant some live or sweepable bit owns the chunk. The
         // receiver clears our bit when it takes the message: after the
-        // publishing CAS the sender touches nothing.
+        // publishing CAS the sender touches nothing. A loan is held by its
+        // loaner alone, and nobody else writes the word of a chunk whose
+        // only holder is alive (a sweeper only clears the bits of the
+        // dead): a plain store does what `fetch_or` would, without a
+        // locked instruction.
         if !to_self {
-            chunk.holders.fetch_or(rx_bit, Ordering::Relaxed);
+            debug_assert_eq!(chunk.holders.load(Ordering::Relaxed), self.bit);
+            chunk.holders.store(self.bit | rx_bit, Ordering::Relaxed);
         }
         match rx.queue.push(m.encode(loan.chunk)) {
             Ok(pushed) => {
@@ -1265,7 +1270,7 @@ impl Mailbox {
     fn accept<'a>(&'a self, at: ChunkAt<'a>) -> Option<Message<'a>> {
         let header = at.header;
         let sender = header.sender.load(Ordering::Relaxed);
-        if !sweep::take_over_from(
+        if !sweep::take_over_announced(
             self.mapped(),
             &header.holders,
             Address::unpack(sender),

@@ -262,6 +262,7 @@ impl<'a, H: Holders> Pool<'a, H> {
 ///
 /// Bounded: only a participant scribbling on the word can make the CAS
 /// fail more than once.
+#[cfg_attr(shmbox_loom, allow(dead_code))]
 #[inline]
 pub(crate) fn take_over(holders: &AtomicU64, bit: u64, sender_bit: u64) -> bool {
     for _ in 0..64 {
@@ -285,6 +286,37 @@ pub(crate) fn take_over(holders: &AtomicU64, bit: u64, sender_bit: u64) -> bool 
         }
     }
     holders.load(Ordering::Acquire) & bit != 0
+}
+
+/// [`take_over`] by a receiver that announced the entry (in its slot's
+/// `taking`) before it took it from its queue. From the sender's push until
+/// the receiver's announcement is withdrawn, the entry is in the queue or
+/// announced, so a sweeper of the dead sender never finds it abandoned:
+/// the only value it can write meanwhile is the one written here (the
+/// word without the sender's bit), and nobody else writes the word (the
+/// sender touches nothing after its push; the receiver's own bit cannot
+/// be swept while it lives). A plain store then does what the
+/// compare-and-swap would, without a locked instruction on the receive
+/// path.
+#[cfg_attr(shmbox_loom, allow(dead_code))]
+#[inline]
+pub(crate) fn take_over_announced(holders: &AtomicU64, bit: u64, sender_bit: u64) -> bool {
+    let current = holders.load(Ordering::Acquire);
+    if current & bit == 0 {
+        return false;
+    }
+    if sender_bit != bit && current & sender_bit != 0 {
+        #[cfg(not(shmbox_loom))]
+        holders.store(current & !sender_bit, Ordering::Release);
+        // loom lets a plain store fall between the read and the write of
+        // another thread's compare-and-swap (tokio-rs/loom#254), which
+        // neither the memory model nor the hardware allows. A swap whose
+        // read is ignored writes the same value, and here (every other
+        // writer is a read-modify-write) lands where the store may.
+        #[cfg(shmbox_loom)]
+        holders.swap(current & !sender_bit, Ordering::Release);
+    }
+    true
 }
 
 /// Sweeper side: clears dead holder `bit` from a chunk's holders word.
@@ -467,16 +499,22 @@ mod loom_tests {
                         v
                     })
                     .unwrap();
-                let mine = take_over(&s2.holders, R, S);
+                let mine = take_over_announced(&s2.holders, R, S);
                 s2.taking.store(0, Ordering::Release);
                 assert_eq!(v, VALUE);
                 // The receiver reads the message, then releases it.
                 mine && s2.holders.fetch_and(!R, Ordering::AcqRel) == R
             });
-            let q = OffsetQueue::new(&sh.tail, &sh.head, &sh.cells);
-            let swept_free = reclaim(&sh.holders, S, || {
-                !(q.contains(VALUE) || sh.taking.load(Ordering::Acquire) == VALUE)
+            // The sweeper runs in a thread of its own too: loom then
+            // interleaves its steps with every step of the receiver's.
+            let s3 = sh.clone();
+            let sweeper = loom::thread::spawn(move || {
+                let q = OffsetQueue::new(&s3.tail, &s3.head, &s3.cells);
+                reclaim(&s3.holders, S, || {
+                    !(q.contains(VALUE) || s3.taking.load(Ordering::Acquire) == VALUE)
+                })
             });
+            let swept_free = sweeper.join().unwrap();
             let receiver_freed = receiver.join().unwrap();
             // Published and received: the sweeper must only drop S's bit.
             assert!(!swept_free, "sweeper freed a chunk the receiver was taking");

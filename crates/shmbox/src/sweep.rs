@@ -28,9 +28,16 @@
 //! 4. repairs the free bitmap (a releaser killed between its two steps);
 //! 5. frees the slot.
 //!
-//! Every holders update is a compare-and-swap from the value the decision
-//! was made on, so a receiver taking over concurrently either wins (and the
-//! sweeper re-decides) or finds its bit gone and leaves the entry alone.
+//! Every update a sweeper makes is a compare-and-swap from the value the
+//! decision was made on, so a receiver taking over concurrently either wins
+//! (and the sweeper re-decides) or finds its bit gone and leaves the entry
+//! alone. The two hand-offs of a live send are plain stores, not locked
+//! read-modify-writes: while they run, the only other writer the word can
+//! have is a sweeper of a dead sender, and it writes the same value (see
+//! [`pool::take_over_announced`]). Entries taken out of a queue by anyone
+//! else (a sweeper closing a dead participant's queue, a participant
+//! closing its own) are taken over with a compare-and-swap: a sweeper of
+//! their dead sender may have found them in neither place and freed them.
 
 use crate::layout::{ChunkRef, Mapped};
 use crate::mailbox::Address;
@@ -64,19 +71,29 @@ impl std::ops::AddAssign for SweepReport {
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     let header = m.chunk(chunk);
     let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-    take_over_from(m, &header.holders, sender, bit)
+    pool::take_over(&header.holders, bit, sender_bit(m, sender))
 }
 
-/// [`take_over`] with the chunk's holders word and its (unchecked) sender
-/// already read.
+/// [`take_over`] by the receiver itself, of the entry it announced in its
+/// slot (`taking`), with the chunk's holders word and its (unchecked)
+/// sender already read (see [`pool::take_over_announced`]).
 #[inline]
-pub(crate) fn take_over_from(m: &Mapped, holders: &AtomicU64, sender: Address, bit: u64) -> bool {
-    let sender_bit = if sender.slot < m.layout.config.max_participants {
+pub(crate) fn take_over_announced(
+    m: &Mapped,
+    holders: &AtomicU64,
+    sender: Address,
+    bit: u64,
+) -> bool {
+    pool::take_over_announced(holders, bit, sender_bit(m, sender))
+}
+
+/// `sender`'s holder bit; none for a slot the region does not have.
+fn sender_bit(m: &Mapped, sender: Address) -> u64 {
+    if sender.slot < m.layout.config.max_participants {
         1u64 << sender.slot
     } else {
         0
-    };
-    pool::take_over(holders, bit, sender_bit)
+    }
 }
 
 /// Clears `bit` from `chunk`; the last holder returns it to the pool and
