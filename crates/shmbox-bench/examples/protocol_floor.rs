@@ -6,10 +6,10 @@
 //! * `raw flag + payload`: the latency floor (plain stores and loads);
 //! * `protocol`: the same value moved the way shmbox moves it, and nothing
 //!   else: the sender writes the chunk's payload and header, adds the
-//!   receiver to the holders word (`fetch_or`) and publishes with a CAS on
-//!   the receiver's queue cell; the receiver polls the cell, re-arms it
-//!   with a swap, takes the chunk over with a CAS on its holders word and
-//!   reads the header and the payload. The chunks alternate as in a
+//!   receiver to the holders word (a plain store) and publishes with a CAS
+//!   on the receiver's queue cell; the receiver polls the cell, re-arms it
+//!   with a swap, takes the chunk over with a plain store to its holders
+//!   word and reads the header and the payload. The chunks alternate as in a
 //!   shmbox round trip (each side answers with the chunk it received one
 //!   round before). Each side knows in advance which chunk comes next;
 //! * `protocol, chunk named by the cell`: the same, except that the
@@ -107,7 +107,7 @@ fn send(q: &Queue, k: &Chunk, v: Variant, pos: u64, value: u64, number: u64) {
     k.header.0[1].store(8, Relaxed);
     k.header.0[2].store(1, Relaxed);
     k.header.0[3].store(2, Relaxed);
-    k.header.0[0].fetch_or(2, Relaxed);
+    k.header.0[0].store(3, Relaxed);
     let entry = if v == Variant::Named { number } else { 5 };
     cell.compare_exchange(pos << 32, ((pos + 1) << 32) | entry, AcqRel, Acquire)
         .expect("the cell is empty");
@@ -135,8 +135,9 @@ fn recv<'a>(q: &Queue, k: &'a Chunk, v: Variant, pos: u64, table: &'a [Chunk]) -
     prefetch_write(&k.header.0[0]);
     cell.swap((pos + CELLS) << 32, AcqRel);
     let holders = &k.header.0[0];
-    let current = holders.load(Relaxed);
-    let _ = holders.compare_exchange(current, 1, AcqRel, Relaxed);
+    let current = holders.load(Acquire);
+    assert!(current & 2 != 0, "the receiver holds the chunk");
+    holders.store(current & !1, Release);
     let len = k.header.0[1].load(Relaxed);
     assert!(len == 8 && k.header.0[3].load(Relaxed) == 2);
     k.payload.0[0].load(Relaxed)
