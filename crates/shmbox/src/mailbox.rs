@@ -415,6 +415,7 @@ impl Mailbox {
     }
 
     /// This participant's address, for others to send to.
+    #[inline]
     pub fn address(&self) -> Address {
         self.address
     }
@@ -716,19 +717,28 @@ impl Mailbox {
     /// Gives up this participant's hold on a chunk (`holders` is its
     /// holders word); the last holder returns it to the pool and wakes
     /// blocked loaners.
-    #[inline]
+    #[inline(always)]
     fn release(&self, chunk: ChunkRef, holders: &AtomicU64) {
         // Sole holder, and nobody waiting for this class: keep the chunk
         // for our next loan instead of returning it to the shared pool.
-        if holders.load(Ordering::Relaxed) == self.bit
-            && !self.mapped().loaners_waiting(chunk.class)
-        {
-            if !self.cache.push(chunk.class, chunk.index) {
-                self.keep_when_full(chunk);
-            }
+        let keep = holders.load(Ordering::Relaxed) == self.bit
+            && !self.mapped().loaners_waiting(chunk.class);
+        if keep && self.cache.push(chunk.class, chunk.index) {
             return;
         }
-        sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
+        self.release_shared(chunk, keep);
+    }
+
+    /// The rest of a [`release`](Self::release) that did not keep the
+    /// chunk: our cache of its class is full (`keep`), or the chunk goes
+    /// back to the shared pool.
+    #[inline(never)]
+    fn release_shared(&self, chunk: ChunkRef, keep: bool) {
+        if keep {
+            self.keep_when_full(chunk);
+        } else {
+            sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
+        }
     }
 
     /// Keeps `chunk` when the cache of its class is full: gives the older
@@ -1477,6 +1487,7 @@ pub struct Loan<'m> {
 
 impl Loan<'_> {
     /// Bytes this chunk can hold (its size class).
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -1509,6 +1520,7 @@ impl Loan<'_> {
 
 impl Deref for Loan<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: `ptr..ptr+len` lies inside our chunk's payload (len <=
         // capacity) and our holder bit makes this participant the chunk's
@@ -1518,6 +1530,7 @@ impl Deref for Loan<'_> {
 }
 
 impl DerefMut for Loan<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
@@ -1525,6 +1538,7 @@ impl DerefMut for Loan<'_> {
 }
 
 impl Drop for Loan<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.mailbox.release(self.chunk, &self.header.holders);
     }
@@ -1553,6 +1567,7 @@ pub struct Message<'m> {
 
 impl Message<'_> {
     /// Who sent it; send a reply to this address.
+    #[inline]
     pub fn sender(&self) -> Address {
         Address::unpack(self.header.sender.load(Ordering::Relaxed))
     }
@@ -1573,6 +1588,7 @@ impl Message<'_> {
 
 impl Deref for Message<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: `ptr` is the chunk's payload (`ChunkAt::payload`),
         // `accept` checked `len` against the chunk's capacity, and our
@@ -1582,6 +1598,7 @@ impl Deref for Message<'_> {
 }
 
 impl Drop for Message<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.mailbox.release(self.chunk, &self.header.holders);
     }
