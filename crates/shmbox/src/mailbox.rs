@@ -939,10 +939,11 @@ impl Mailbox {
         // loaner alone, and nobody else writes the word of a chunk whose
         // only holder is alive (a sweeper only clears the bits of the
         // dead): a plain store does what `fetch_or` would, without a
-        // locked instruction.
+        // locked instruction. (Release: a sweeper of the receiver that sees
+        // both bits sees this send's sender and destination too, not an
+        // earlier message's.)
         if !to_self {
-            debug_assert_eq!(chunk.holders.load(Ordering::Relaxed), self.bit);
-            chunk.holders.store(self.bit | rx_bit, Ordering::Relaxed);
+            chunk.holders.store(self.bit | rx_bit, Ordering::Release);
         }
         match rx.queue.push(m.encode(loan.chunk)) {
             Ok(pushed) => {
@@ -1192,8 +1193,10 @@ impl Mailbox {
         // finds a message we are receiving in neither place. The chunk is
         // located once, and its header line starts moving here now, while
         // the cell is re-armed.
+        // (Release: a sweeper that reads this announcement also sees that
+        // the one before it was withdrawn after its take-over's store.)
         let (decoded, room) = mailbox.queue.take_with(|v| {
-            taking.store(v, Ordering::Relaxed);
+            taking.store(v, Ordering::Release);
             let at = m.entry(v);
             if let Ok(at) = &at {
                 layout::prefetch_write(at.header as *const _ as *const u8);

@@ -495,7 +495,7 @@ mod loom_tests {
                 // Taken; the receiver dies, or is slow, before re-arming the cell.
                 let (v, _) = q
                     .take_unarmed(|v| {
-                        s2.taking.store(v, Ordering::Relaxed);
+                        s2.taking.store(v, Ordering::Release);
                         v
                     })
                     .unwrap();

@@ -546,7 +546,12 @@ fn scribbles_during_traffic() {
         for (me, w) in workers.into_iter().enumerate() {
             match w.join() {
                 Ok(c) => counts.merge(c),
-                Err(_) => panic!("worker {me} panicked (seed {seed}); see its message above"),
+                Err(_) => {
+                    // Release the scribbler, which waits for the workers'
+                    // progress, so the scope ends and the test fails now.
+                    done.store(true, Ordering::Relaxed);
+                    panic!("worker {me} panicked (seed {seed}); see its message above")
+                }
             }
         }
         done.store(true, Ordering::Relaxed);
