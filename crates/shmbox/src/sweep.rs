@@ -38,6 +38,15 @@
 //! else (a sweeper closing a dead participant's queue, a participant
 //! closing its own) are taken over with a compare-and-swap: a sweeper of
 //! their dead sender may have found them in neither place and freed them.
+//!
+//! A sweeper's compare-and-swap compares values, not versions: `D|S` (a
+//! message from the dead `D` to `S`) and `S|D` (`S`'s reply in the same
+//! chunk) are the same word. The memory model would let `S`'s take-over
+//! store stay invisible to a sweeper of `D` while `S` drops the message,
+//! loans the chunk again and starts a reply to `D`; the sweeper could then
+//! free the reply. On hardware that window is a store-buffer drain
+//! (nanoseconds) against the sweeper's close of `D`'s queue and scan of
+//! every chunk (microseconds).
 
 use crate::layout::{ChunkRef, Mapped};
 use crate::mailbox::Address;
