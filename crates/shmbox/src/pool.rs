@@ -523,6 +523,39 @@ mod loom_tests {
         });
     }
 
+    /// A sweeper closing dead receiver R's queue takes over an entry from
+    /// dead sender D, while a sweeper of D, which found the entry in
+    /// neither place (it has left the queue, and nobody announced it),
+    /// frees the chunk and a claimer takes it at once. The closer's
+    /// take-over must be a compare-and-swap (`take_over`): a plain store
+    /// from the value it read (`take_over_announced`) would write R over
+    /// the claimer's bit, and the chunk would be freed twice.
+    #[test]
+    fn discard_races_sweeper_of_its_sender() {
+        const D: u64 = 1; // dead sender
+        const R: u64 = 2; // dead receiver, its queue being closed
+        const X: u64 = 4; // a live claimer
+        loom::model(|| {
+            let holders = Arc::new(AtomicU64::new(D | R));
+            let h1 = holders.clone();
+            let closer = loom::thread::spawn(move || {
+                take_over(&h1, R, D) && h1.fetch_and(!R, Ordering::AcqRel) == R
+            });
+            let h2 = holders.clone();
+            let sweeper = loom::thread::spawn(move || {
+                reclaim(&h2, D, || true)
+                    && h2
+                        .compare_exchange(0, X, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+            });
+            let closer_freed = closer.join().unwrap();
+            let claimed = sweeper.join().unwrap();
+            assert!(!(closer_freed && claimed), "the chunk was freed twice");
+            let expect = if claimed { X } else { 0 };
+            assert_eq!(holders.load(Ordering::Relaxed), expect);
+        });
+    }
+
     /// A sender died between marking the receiver and publishing: the
     /// sweeper frees the chunk, and a (live) receiver never sees it.
     #[test]
