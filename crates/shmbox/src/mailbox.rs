@@ -911,6 +911,14 @@ impl Mailbox {
     #[inline(always)]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
+        // Known window, not closed: if `to` leaves and a newcomer takes
+        // its slot and reopens the queue between this check and the push,
+        // the entry lands in the newcomer's queue. The newcomer skips it
+        // (it does not hold the chunk, whose destination is `to`), and the
+        // chunk stays ours until we leave; if it is then loaned and sent
+        // to the newcomer before the newcomer reaches the stale entry, the
+        // newcomer would take that message twice. Closing the window would
+        // tie the queue's cells to the slot's generation.
         if to.slot >= m.layout.config.max_participants
             || !registry::is_active(m, to.slot, to.generation)
         {
