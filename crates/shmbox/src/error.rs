@@ -315,9 +315,16 @@ pub enum SendCopyError {
     Disconnected,
 }
 
-/// A mailbox entry that does not describe a valid message. The entry has
-/// been removed from the mailbox; the next receive goes on with the next
-/// entry.
+/// What a receive found in place of the next message:
+///
+/// * a mailbox entry that does not describe a valid message. The entry has
+///   been removed from the mailbox; the next receive goes on with the next
+///   entry;
+/// * a mailbox cell that holds neither an entry nor room for one (only a
+///   scribble on the region makes one). Such a cell stays: a waiting
+///   receive reports it again, and so does a `try_recv` on the first empty
+///   poll after a message and on every 16th after that (the polls in
+///   between say `Empty`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt mailbox entry: {reason}")]
 pub struct Corruption {
@@ -337,12 +344,8 @@ pub enum TryRecvError {
     /// No message is waiting.
     #[error("mailbox is empty")]
     Empty,
-    /// The next entry was corrupt (and has been dropped), or the cell the
-    /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one). Such a cell stays: a waiting
-    /// receive reports it again, and so does a `try_recv` on the first
-    /// empty poll after a message and on every 16th after that (the polls
-    /// in between say `Empty`).
+    /// The next entry was corrupt, or the cell it belongs in was (see
+    /// [`Corruption`]).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -350,12 +353,8 @@ pub enum TryRecvError {
 /// Why [`Mailbox::recv`](crate::Mailbox::recv) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
-    /// The next entry was corrupt (and has been dropped), or the cell the
-    /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one). Such a cell stays: a waiting
-    /// receive reports it again, and so does a `try_recv` on the first
-    /// empty poll after a message and on every 16th after that (the polls
-    /// in between say `Empty`).
+    /// The next entry was corrupt, or the cell it belongs in was (see
+    /// [`Corruption`]).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }
@@ -366,12 +365,8 @@ pub enum RecvTimeoutError {
     /// No message arrived in time.
     #[error("timed out waiting for a message")]
     Timeout,
-    /// The next entry was corrupt (and has been dropped), or the cell the
-    /// next entry belongs in holds neither an entry nor room for one (only
-    /// a scribble on the region makes one). Such a cell stays: a waiting
-    /// receive reports it again, and so does a `try_recv` on the first
-    /// empty poll after a message and on every 16th after that (the polls
-    /// in between say `Empty`).
+    /// The next entry was corrupt, or the cell it belongs in was (see
+    /// [`Corruption`]).
     #[error(transparent)]
     Corrupt(#[from] Corruption),
 }

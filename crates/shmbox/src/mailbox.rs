@@ -730,11 +730,11 @@ impl Mailbox {
     }
 
     /// The rest of a [`release`](Self::release) that did not keep the
-    /// chunk: our cache of its class is full (`keep`), or the chunk goes
-    /// back to the shared pool.
+    /// chunk: our cache of its class is full, or the chunk goes back to
+    /// the shared pool.
     #[inline(never)]
-    fn release_shared(&self, chunk: ChunkRef, keep: bool) {
-        if keep {
+    fn release_shared(&self, chunk: ChunkRef, cache_full: bool) {
+        if cache_full {
             self.keep_when_full(chunk);
         } else {
             sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
