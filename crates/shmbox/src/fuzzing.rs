@@ -30,7 +30,7 @@ pub fn check_region_image(bytes: &[u8]) -> Result<usize, String> {
                 }
             }
         }
-        queue.reopen();
+        queue.reopen(0);
     }
     Ok(entries)
 }

@@ -9,7 +9,8 @@
 //!                 written on every message) | +180 classes kept asleep
 //!                 (read by blocked loaners)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
-//!                 +0 tail | +64 receiver's doorbell (both written by senders)
+//!                 +0 tail (owner's generation << 32 | position) | +64
+//!                 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)
 //! per class c     pool line (waiters, seq, refused loans) + free bitmap
@@ -49,7 +50,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 6;
+pub(crate) const VERSION: u32 = 7;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;

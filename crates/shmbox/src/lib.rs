@@ -18,8 +18,9 @@
 //!   room. A message that was accepted and is still queued when its
 //!   receiver leaves is released with the mailbox.
 //! * **Stale addresses are refused.** An [`Address`] carries its slot's
-//!   generation; a participant that left and whose slot was reused is not
-//!   confused with the newcomer.
+//!   generation, and so does the tail of the mailbox's queue: a participant
+//!   that left and whose slot was reused is not confused with the
+//!   newcomer, even by a send under way while the newcomer joins.
 //! * **Race-free setup.** Of many processes calling
 //!   [`Region::open_or_create`], exactly one creates the region; the others
 //!   wait for it to be initialised and take the config from its header.

@@ -404,7 +404,7 @@ impl Mailbox {
         // still in it is released, then the queue accepts messages again.
         let queue = &mailbox.mapped().mailbox(slot).queue;
         queue.close(|value| mailbox.discard(value));
-        queue.reopen();
+        queue.reopen(generation);
         registry::activate(mailbox.mapped(), slot, generation);
         Ok(mailbox)
     }
@@ -911,17 +911,9 @@ impl Mailbox {
     #[inline(always)]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
-        // Known window, not closed: if `to` leaves and a newcomer takes
-        // its slot and reopens the queue between this check and the push,
-        // the entry lands in the newcomer's queue. The newcomer skips it
-        // (it does not hold the chunk, whose destination is `to`), and the
-        // chunk stays ours until we leave; if it is then loaned and sent
-        // to the newcomer before the newcomer reaches the stale entry, the
-        // newcomer would take that message twice. Closing the window would
-        // tie the queue's cells to the slot's generation.
-        if to.slot >= m.layout.config.max_participants
-            || !registry::is_active(m, to.slot, to.generation)
-        {
+        // A departed participant's address is refused by its queue, which
+        // belongs to the slot's next occupant, or to nobody, by then.
+        if to.slot >= m.layout.config.max_participants {
             return Err(Undelivered::Disconnected);
         }
         let rx = m.mailbox(to.slot);
@@ -953,7 +945,7 @@ impl Mailbox {
         if !to_self {
             chunk.holders.store(self.bit | rx_bit, Ordering::Release);
         }
-        match rx.queue.push(m.encode(loan.chunk)) {
+        match rx.queue.push(to.generation, m.encode(loan.chunk)) {
             Ok(pushed) => {
                 if pushed == Pushed::WakeConsumer {
                     rx.parker.ring(&self.region.shared.futex, 1);
@@ -1003,7 +995,7 @@ impl Mailbox {
             // Flag the entry the receiver takes next, then sleep until it
             // rings the room doorbell on taking it.
             let ticket = rx.room.ticket();
-            if rx.queue.mark_waiting() {
+            if rx.queue.mark_waiting(to.generation) {
                 rx.room.wait(&self.region.shared.futex, ticket, Some(slice));
             }
             match self.deliver(loan, to) {

@@ -238,6 +238,9 @@ mod loom_tests {
     use crate::sync::AtomicU64;
     use loom::sync::Arc;
 
+    /// The generation the models' mailboxes belong to.
+    const OWNER: u32 = 1;
+
     /// A two-cell mailbox for the doorbell models: queue, doorbell, futex.
     struct Mailbox {
         tail: AtomicU64,
@@ -259,9 +262,9 @@ mod loom_tests {
             });
             let queue = m.queue();
             queue.init();
-            queue.reopen();
+            queue.reopen(OWNER);
             for &e in entries {
-                queue.push(e).unwrap();
+                queue.push(OWNER, e).unwrap();
             }
             m
         }
@@ -285,7 +288,7 @@ mod loom_tests {
             let m = Mailbox::new(&[]);
             let p = m.clone();
             let producer = loom::thread::spawn(move || {
-                if p.queue().push(7) == Ok(Pushed::WakeConsumer) {
+                if p.queue().push(OWNER, 7) == Ok(Pushed::WakeConsumer) {
                     p.bell().ring(&p.futex, 1);
                 }
             });
@@ -314,9 +317,9 @@ mod loom_tests {
             let p = m.clone();
             let producer = loom::thread::spawn(move || {
                 let queue = p.queue();
-                while queue.push(3).is_err() {
+                while queue.push(OWNER, 3).is_err() {
                     let ticket = p.bell().ticket();
-                    if queue.mark_waiting() {
+                    if queue.mark_waiting(OWNER) {
                         p.bell().wait(&p.futex, ticket, None);
                     }
                 }

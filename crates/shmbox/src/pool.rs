@@ -306,15 +306,8 @@ pub(crate) fn take_over_announced(holders: &AtomicU64, bit: u64, sender_bit: u64
         return false;
     }
     if sender_bit != bit && current & sender_bit != 0 {
-        #[cfg(not(shmbox_loom))]
-        holders.store(current & !sender_bit, Ordering::Release);
-        // loom lets a plain store fall between the read and the write of
-        // another thread's compare-and-swap (tokio-rs/loom#254), which
-        // neither the memory model nor the hardware allows. A swap whose
-        // read is ignored writes the same value, and here (every other
-        // writer is a read-modify-write) lands where the store may.
-        #[cfg(shmbox_loom)]
-        holders.swap(current & !sender_bit, Ordering::Release);
+        // Every other writer (a sweeper) uses a compare-and-swap.
+        crate::sync::store_among_rmws(holders, current & !sender_bit, Ordering::Release);
     }
     true
 }
@@ -486,8 +479,8 @@ mod loom_tests {
             {
                 let q = OffsetQueue::new(&sh.tail, &sh.head, &sh.cells);
                 q.init();
-                q.reopen();
-                q.push(VALUE).unwrap(); // published before the sender died
+                q.reopen(1);
+                q.push(1, VALUE).unwrap(); // published before the sender died
             }
             let s2 = sh.clone();
             let receiver = loom::thread::spawn(move || {

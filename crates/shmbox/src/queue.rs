@@ -2,10 +2,15 @@
 //! 32-bit values living in shared memory (a mailbox's message list).
 //!
 //! Each cell is one `AtomicU64` packing `stamp << 32 | value`. The stamp is
-//! the (truncated) queue position the cell is waiting for: a cell waiting to
-//! be filled at position `p` has stamp `p` and value `0`; once filled it has
-//! stamp `p + 1` and the value; once the consumer has taken it, stamp
-//! `p + capacity` (the position it serves in the next lap).
+//! the queue position the cell is waiting for: a cell waiting to be filled
+//! at position `p` has stamp `p` and value `0`; once filled it has stamp
+//! `p + 1` and the value; once the consumer has taken it, stamp
+//! `p + capacity` (the position it serves in the next lap). Positions are
+//! 32 bits and wrap; they are compared for equality only.
+//!
+//! `tail` packs `owner << 32 | position`: the next position to fill, and
+//! the generation of the participant the queue belongs to. `head` is the
+//! consumer's next position.
 //!
 //! A producer publishes by a single compare-and-swap on the cell (stamp `p`,
 //! value `0` to stamp `p + 1` with its value), *then* advances `tail`.
@@ -17,8 +22,7 @@
 //! by advancing `head`, then re-arms the cell for the next lap (a swap, so
 //! that a producer's WAITER flag is not lost): at most one cell, the one
 //! just before `head`, is ever taken and not yet re-armed (see
-//! [`OffsetQueue::take_unarmed`]). The 32-bit stamps wrap; they are
-//! compared for equality only.
+//! [`OffsetQueue::take_unarmed`]).
 //!
 //! **Closing.** When its owner leaves (or a sweep reclaims it), a queue is
 //! closed: every empty cell gets the value [`CLOSED`] by compare-and-swap,
@@ -26,9 +30,16 @@
 //! and the entries already published are drained. A producer racing the
 //! close either published first (its entry is drained) or finds the cell
 //! closed and gets [`PushError::Closed`]: nothing is lost and nothing stays
-//! behind. The next owner reopens the queue before anyone can address it.
+//! behind.
+//!
+//! **Reopening.** The next owner of the slot reopens the queue under its own
+//! generation before anyone can address it, a full lap past the positions
+//! of the queue it closed. A producer addressing the earlier owner either
+//! reads `tail` under that owner's generation, and then expects a stamp no
+//! cell of the reopened queue carries, or reads the new generation and is
+//! refused: a message never lands in the queue of the slot's next occupant.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{store_among_rmws, AtomicU64, Ordering};
 
 /// The value of a closed cell.
 pub(crate) const CLOSED: u32 = u32::MAX;
@@ -56,7 +67,7 @@ pub(crate) enum Pushed {
 pub(crate) enum PushError {
     /// Every cell holds an entry.
     Full,
-    /// The queue's owner has left.
+    /// The queue's owner has left (or the queue belongs to someone else).
     Closed,
 }
 
@@ -70,9 +81,22 @@ fn stamp_of(cell: u64) -> u32 {
     (cell >> 32) as u32
 }
 
+/// The owner half of a `tail` word.
+#[inline]
+fn owner_of(tail: u64) -> u32 {
+    (tail >> 32) as u32
+}
+
+/// `tail` one position on, under the same owner.
+#[inline]
+fn next_tail(tail: u64) -> u64 {
+    pack(owner_of(tail), (tail as u32).wrapping_add(1))
+}
+
 /// A view of one queue: its indices and cells in (shared) memory.
 pub(crate) struct OffsetQueue<'a> {
-    /// Next position to fill; written by producers (own cache line).
+    /// Owner and next position to fill; written by producers (own cache
+    /// line), and by the owner when it opens and closes the queue.
     tail: &'a AtomicU64,
     /// Next position to take; written by the consumer only (own cache line).
     head: &'a AtomicU64,
@@ -86,8 +110,8 @@ impl<'a> OffsetQueue<'a> {
         Self { tail, head, cells }
     }
 
-    /// Writes the initial state: empty and closed, every cell waiting for
-    /// its first lap.
+    /// Writes the initial state: empty, closed and owned by nobody, every
+    /// cell waiting for its first lap.
     pub(crate) fn init(&self) {
         for (i, cell) in self.cells.iter().enumerate() {
             cell.store(pack(i as u32, CLOSED), Ordering::Relaxed);
@@ -97,27 +121,33 @@ impl<'a> OffsetQueue<'a> {
     }
 
     #[inline]
-    fn cell(&self, pos: u64) -> &AtomicU64 {
+    fn cell(&self, pos: u32) -> &AtomicU64 {
         &self.cells[(pos as usize) & (self.cells.len() - 1)]
     }
 
-    /// Producer: appends `value` (non-zero, below [`MAX_VALUE`]).
+    /// Producer: appends `value` (non-zero, below [`MAX_VALUE`]) to the
+    /// queue of `owner` (a generation): [`PushError::Closed`] if the queue
+    /// is closed or now belongs to another owner.
     ///
     /// Bounded: every retry follows progress by another producer or the
     /// consumer, and a corrupt queue can make it report `Full` but not spin.
     #[inline]
-    pub(crate) fn push(&self, value: u32) -> Result<Pushed, PushError> {
+    pub(crate) fn push(&self, owner: u32, value: u32) -> Result<Pushed, PushError> {
         debug_assert!(value != 0 && value < MAX_VALUE);
         let tail = self.tail.load(Ordering::Relaxed);
+        if owner_of(tail) != owner {
+            return Err(PushError::Closed);
+        }
+        let pos = tail as u32;
         // First guess: the cell at `tail` is empty and waiting for us. The
         // CAS then fetches the line once, exclusively, instead of a load
         // fetching it shared and the CAS fetching it again; a wrong guess
         // costs nothing more, since the failed CAS returns what is there.
-        let expected = pack(tail as u32, 0);
+        let expected = pack(pos, 0);
         // SYNC POINT: as in `push_from`.
-        match self.cell(tail).compare_exchange(
+        match self.cell(pos).compare_exchange(
             expected,
-            pack((tail as u32).wrapping_add(1), value),
+            pack(pos.wrapping_add(1), value),
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
@@ -125,32 +155,45 @@ impl<'a> OffsetQueue<'a> {
                 self.advance_tail(tail);
                 Ok(Pushed::Quiet)
             }
-            Err(actual) => self.push_from(value, tail, actual),
+            Err(actual) => self.push_from(owner, value, tail, actual),
         }
     }
 
     /// Moves `tail` past a filled cell at `tail` (whoever filled it).
     #[inline]
     fn advance_tail(&self, tail: u64) {
-        let _ = self.tail.compare_exchange(
-            tail,
-            tail.wrapping_add(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ =
+            self.tail
+                .compare_exchange(tail, next_tail(tail), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// `tail` read again, and the cell it names, unless the queue has
+    /// changed owners.
+    fn reload(&self, owner: u32) -> Result<(u64, u64), PushError> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        if owner_of(tail) != owner {
+            return Err(PushError::Closed);
+        }
+        Ok((tail, self.cell(tail as u32).load(Ordering::Acquire)))
     }
 
     /// The rest of [`push`](Self::push) after its first guess failed: the
     /// cell at `tail` holds `current`.
     #[inline(never)]
-    fn push_from(&self, value: u32, mut tail: u64, mut current: u64) -> Result<Pushed, PushError> {
+    fn push_from(
+        &self,
+        owner: u32,
+        value: u32,
+        mut tail: u64,
+        mut current: u64,
+    ) -> Result<Pushed, PushError> {
         let cap = self.cells.len() as u32;
         // Each retry re-reads `tail`; a hostile region could keep changing
         // it, so give up (as full) after a generous bound.
         for _ in 0..(4 * cap as usize + 64) {
-            let cell = self.cell(tail);
-            let stamp = stamp_of(current);
             let pos = tail as u32;
+            let cell = self.cell(pos);
+            let stamp = stamp_of(current);
             if stamp == pos {
                 let marker = current as u32;
                 if marker == CLOSED {
@@ -188,16 +231,13 @@ impl<'a> OffsetQueue<'a> {
             } else if stamp == pos.wrapping_sub(cap).wrapping_add(1) {
                 // Still holds the entry of the previous lap: full, unless
                 // our `tail` is stale.
-                let now = self.tail.load(Ordering::Relaxed);
-                if now == tail {
+                if self.tail.load(Ordering::Relaxed) == tail {
                     return Err(PushError::Full);
                 }
-                tail = now;
-                current = self.cell(tail).load(Ordering::Acquire);
+                (tail, current) = self.reload(owner)?;
                 continue;
             }
-            tail = self.tail.load(Ordering::Relaxed);
-            current = self.cell(tail).load(Ordering::Acquire);
+            (tail, current) = self.reload(owner)?;
             crate::sync::spin_hint();
         }
         Err(PushError::Full)
@@ -231,18 +271,19 @@ impl<'a> OffsetQueue<'a> {
     /// re-armed; [`close`](Self::close) re-arms it. (Separate so that tests
     /// and models can stop there.)
     #[inline]
-    pub(crate) fn take_unarmed<T>(&self, take: impl FnOnce(u32) -> T) -> Option<(T, u64)> {
-        let head = self.head.load(Ordering::Relaxed);
+    pub(crate) fn take_unarmed<T>(&self, take: impl FnOnce(u32) -> T) -> Option<(T, u32)> {
+        let head = self.head.load(Ordering::Relaxed) as u32;
         let cell = self.cell(head);
         // SYNC POINT: pairs with the release half of the CAS in `push`.
         let current = cell.load(Ordering::Acquire);
-        if stamp_of(current) != (head as u32).wrapping_add(1) {
+        if stamp_of(current) != head.wrapping_add(1) {
             return None;
         }
         let taken = take(current as u32 & !WAITER);
         // SYNC POINT: publishes the announcement to sweepers, which read
         // `head` (acquire) before they look for the entry in the queue.
-        self.head.store(head.wrapping_add(1), Ordering::Release);
+        self.head
+            .store(u64::from(head.wrapping_add(1)), Ordering::Release);
         Some((taken, head))
     }
 
@@ -250,7 +291,7 @@ impl<'a> OffsetQueue<'a> {
     /// [`take_unarmed`](Self::take_unarmed), for the next lap. Returns
     /// whether a producer is asleep waiting for room.
     #[inline]
-    pub(crate) fn rearm(&self, pos: u64) -> bool {
+    pub(crate) fn rearm(&self, pos: u32) -> bool {
         let cap = self.cells.len() as u32;
         // SYNC POINT: releases the cell to producers of the next lap (pairs
         // with their acquire load). A swap, not a store: a blocked producer
@@ -258,27 +299,32 @@ impl<'a> OffsetQueue<'a> {
         // must not be lost.
         let taken = self
             .cell(pos)
-            .swap(pack((pos as u32).wrapping_add(cap), 0), Ordering::AcqRel);
+            .swap(pack(pos.wrapping_add(cap), 0), Ordering::AcqRel);
         taken as u32 & WAITER != 0
     }
 
-    /// Producer, finding the queue full: flags the entry the consumer takes
-    /// next, so that the consumer rings the room doorbell when it takes it.
-    /// Returns `false` if the queue is no longer full (try again instead of
-    /// sleeping). A cell that is neither room nor an entry (only a scribble
-    /// makes one) returns `true` unflagged: the producer sleeps its time
-    /// slice instead of spinning on it.
-    pub(crate) fn mark_waiting(&self) -> bool {
+    /// Producer, finding `owner`'s queue full: flags the entry the consumer
+    /// takes next, so that the consumer rings the room doorbell when it
+    /// takes it. Returns `false` if the queue is no longer full, or no
+    /// longer `owner`'s (try again instead of sleeping). A cell that is
+    /// neither room nor an entry (only a scribble makes one) returns `true`
+    /// unflagged: the producer sleeps its time slice instead of spinning on
+    /// it.
+    pub(crate) fn mark_waiting(&self, owner: u32) -> bool {
         let cap = self.cells.len() as u32;
         let tail = self.tail.load(Ordering::Relaxed);
-        let cell = self.cell(tail);
+        if owner_of(tail) != owner {
+            return false;
+        }
+        let pos = tail as u32;
+        let cell = self.cell(pos);
         let current = cell.load(Ordering::Acquire);
         let stamp = stamp_of(current);
-        if stamp == tail as u32 || stamp == (tail as u32).wrapping_add(1) {
+        if stamp == pos || stamp == pos.wrapping_add(1) {
             // Room, or filled by a producer that has not moved `tail` yet.
             return false;
         }
-        if stamp != (tail as u32).wrapping_sub(cap).wrapping_add(1) {
+        if stamp != pos.wrapping_sub(cap).wrapping_add(1) {
             return true;
         }
         current as u32 & WAITER != 0
@@ -296,10 +342,10 @@ impl<'a> OffsetQueue<'a> {
     /// producer that fills it rings the doorbell. Returns `false` if an
     /// entry arrived (or the queue closed) meanwhile: do not sleep.
     pub(crate) fn mark_parked(&self) -> bool {
-        let head = self.head.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed) as u32;
         let cell = self.cell(head);
         let current = cell.load(Ordering::Acquire);
-        if stamp_of(current) != head as u32 {
+        if stamp_of(current) != head {
             return false;
         }
         match current as u32 {
@@ -309,7 +355,7 @@ impl<'a> OffsetQueue<'a> {
             0 => cell
                 .compare_exchange(
                     current,
-                    pack(head as u32, PARKED),
+                    pack(head, PARKED),
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 )
@@ -322,7 +368,7 @@ impl<'a> OffsetQueue<'a> {
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     #[inline]
     pub(crate) fn tail_cell(&self) -> &AtomicU64 {
-        self.cell(self.tail.load(Ordering::Relaxed))
+        self.cell(self.tail.load(Ordering::Relaxed) as u32)
     }
 
     /// Consumer: the cell at `head` if it is neither room (stamp `head`,
@@ -333,7 +379,7 @@ impl<'a> OffsetQueue<'a> {
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn corrupt_head(&self) -> Option<u64> {
         let head = self.head.load(Ordering::Relaxed) as u32;
-        let current = self.cell(u64::from(head)).load(Ordering::Acquire);
+        let current = self.cell(head).load(Ordering::Acquire);
         let room = stamp_of(current) == head && matches!(current as u32, 0 | PARKED | CLOSED);
         let entry = stamp_of(current) == head.wrapping_add(1);
         (!room && !entry).then_some(current)
@@ -341,27 +387,22 @@ impl<'a> OffsetQueue<'a> {
 
     /// Consumer, awake again: removes its mark if no entry replaced it.
     pub(crate) fn unmark_parked(&self) {
-        let head = self.head.load(Ordering::Relaxed);
-        let parked = pack(head as u32, PARKED);
+        let head = self.head.load(Ordering::Relaxed) as u32;
+        let parked = pack(head, PARKED);
         let cell = self.cell(head);
         // Usually a producer replaced the mark (that is what woke us): a
         // plain load then avoids taking the line exclusively for nothing.
         if cell.load(Ordering::Relaxed) != parked {
             return;
         }
-        let _ = cell.compare_exchange(
-            parked,
-            pack(head as u32, 0),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = cell.compare_exchange(parked, pack(head, 0), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Whether the consumer is asleep waiting for an entry (for inspection).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn is_parked(&self) -> bool {
-        let head = self.head.load(Ordering::Relaxed);
-        self.cell(head).load(Ordering::Relaxed) == pack(head as u32, PARKED)
+        let head = self.head.load(Ordering::Relaxed) as u32;
+        self.cell(head).load(Ordering::Relaxed) == pack(head, PARKED)
     }
 
     /// Whether `value` is a published entry the consumer has not taken.
@@ -369,13 +410,13 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn contains(&self, value: u32) -> bool {
         // SYNC POINT: pairs with the release store of `head` in `take_unarmed`:
         // an entry taken since is announced by the consumer.
-        let head = self.head.load(Ordering::Acquire);
-        (0..self.cells.len() as u64).any(|k| {
+        let head = self.head.load(Ordering::Acquire) as u32;
+        (0..self.cells.len() as u32).any(|k| {
             let pos = head.wrapping_add(k);
             let current = self.cell(pos).load(Ordering::Acquire);
             // An entry at `pos` (not the taken cell before `head`, nor an
             // entry of an earlier lap).
-            stamp_of(current) == (pos as u32).wrapping_add(1) && current as u32 & !WAITER == value
+            stamp_of(current) == pos.wrapping_add(1) && current as u32 & !WAITER == value
         })
     }
 
@@ -384,19 +425,19 @@ impl<'a> OffsetQueue<'a> {
     /// succeed until [`reopen`](Self::reopen). Idempotent.
     pub(crate) fn close(&self, mut on_entry: impl FnMut(u32)) {
         let cap = self.cells.len() as u32;
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Relaxed) as u32;
         // A consumer that took the entry before `head` and died before
         // re-arming its cell: re-arm it (closed) for the next lap. Bounded
         // like the loop below.
         let taken = head.wrapping_sub(1);
         for _ in 0..64 {
             let current = self.cell(taken).load(Ordering::Acquire);
-            if stamp_of(current) != head as u32
+            if stamp_of(current) != head
                 || self
                     .cell(taken)
                     .compare_exchange(
                         current,
-                        pack((taken as u32).wrapping_add(cap), CLOSED),
+                        pack(taken.wrapping_add(cap), CLOSED),
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     )
@@ -405,9 +446,9 @@ impl<'a> OffsetQueue<'a> {
                 break;
             }
         }
-        for k in 0..u64::from(cap) {
-            let pos = head.wrapping_add(k) as u32;
-            let cell = self.cell(head.wrapping_add(k));
+        for k in 0..cap {
+            let pos = head.wrapping_add(k);
+            let cell = self.cell(pos);
             // Bounded: only a participant scribbling on the cell can make
             // the CAS fail more than a few times.
             for _ in 0..64 {
@@ -429,42 +470,51 @@ impl<'a> OffsetQueue<'a> {
         for _ in 0..cap {
             let cell = self.cell(head);
             let current = cell.load(Ordering::Acquire);
-            if stamp_of(current) != (head as u32).wrapping_add(1) {
+            if stamp_of(current) != head.wrapping_add(1) {
                 break;
             }
-            cell.store(
-                pack((head as u32).wrapping_add(cap), CLOSED),
-                Ordering::Release,
-            );
+            cell.store(pack(head.wrapping_add(cap), CLOSED), Ordering::Release);
             head = head.wrapping_add(1);
             on_entry(current as u32 & !WAITER);
         }
-        self.head.store(head, Ordering::Release);
-        self.tail.store(head, Ordering::Release);
+        self.head.store(u64::from(head), Ordering::Release);
+        // Producers write `tail` by compare-and-swap only.
+        let owner = owner_of(self.tail.load(Ordering::Relaxed));
+        store_among_rmws(self.tail, pack(owner, head), Ordering::Release);
     }
 
-    /// New owner, after [`close`](Self::close): accepts pushes again.
-    pub(crate) fn reopen(&self) {
-        for cell in self.cells {
-            let current = cell.load(Ordering::Relaxed);
-            if current as u32 == CLOSED {
-                cell.store(pack(stamp_of(current), 0), Ordering::Release);
-            }
+    /// New owner `owner` (its generation), after [`close`](Self::close):
+    /// accepts pushes again, a full lap past the positions of the closed
+    /// queue, so that no cell carries a stamp a producer of an earlier
+    /// owner may still expect.
+    pub(crate) fn reopen(&self, owner: u32) {
+        let cap = self.cells.len() as u32;
+        let start = (self.head.load(Ordering::Relaxed) as u32).wrapping_add(cap);
+        for k in 0..cap {
+            let pos = start.wrapping_add(k);
+            self.cell(pos).store(pack(pos, 0), Ordering::Release);
         }
+        self.head.store(u64::from(start), Ordering::Relaxed);
+        // SYNC POINT: producers that read the new owner find the cells
+        // armed for it (a stale read only makes their CAS fail and retry).
+        store_among_rmws(self.tail, pack(owner, start), Ordering::Release);
     }
 
     /// Entries published and not yet taken (racy; for inspection).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> u64 {
-        let tail = self.tail.load(Ordering::Relaxed);
-        let head = self.head.load(Ordering::Relaxed);
-        tail.wrapping_sub(head).min(self.cells.len() as u64)
+        let tail = self.tail.load(Ordering::Relaxed) as u32;
+        let head = self.head.load(Ordering::Relaxed) as u32;
+        u64::from(tail.wrapping_sub(head)).min(self.cells.len() as u64)
     }
 }
 
 #[cfg(all(test, not(shmbox_loom)))]
 mod tests {
     use super::*;
+
+    /// The generation the tests' queues belong to.
+    const OWNER: u32 = 7;
 
     fn queue(cap: usize) -> (AtomicU64, AtomicU64, Vec<AtomicU64>) {
         (
@@ -474,14 +524,15 @@ mod tests {
         )
     }
 
-    /// Puts an empty queue at position `start`, every cell armed for it.
-    fn start_at(t: &AtomicU64, h: &AtomicU64, c: &[AtomicU64], start: u64) {
+    /// Puts an empty queue of [`OWNER`] at position `start`, every cell
+    /// armed for it.
+    fn start_at(t: &AtomicU64, h: &AtomicU64, c: &[AtomicU64], start: u32) {
         for (i, cell) in c.iter().enumerate() {
-            let pos = start + ((i as u64).wrapping_sub(start) % c.len() as u64);
-            cell.store(pack(pos as u32, 0), Ordering::Relaxed);
+            let pos = start.wrapping_add((i as u32).wrapping_sub(start) % c.len() as u32);
+            cell.store(pack(pos, 0), Ordering::Relaxed);
         }
-        t.store(start, Ordering::Relaxed);
-        h.store(start, Ordering::Relaxed);
+        t.store(pack(OWNER, start), Ordering::Relaxed);
+        h.store(u64::from(start), Ordering::Relaxed);
     }
 
     #[test]
@@ -489,12 +540,12 @@ mod tests {
         let (t, h, c) = queue(4);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        q.reopen();
+        q.reopen(OWNER);
         for lap in 0..10u32 {
             for i in 0..4 {
-                q.push(lap * 10 + i + 1).unwrap();
+                q.push(OWNER, lap * 10 + i + 1).unwrap();
             }
-            assert_eq!(q.push(99), Err(PushError::Full));
+            assert_eq!(q.push(OWNER, 99), Err(PushError::Full));
             assert_eq!(q.len(), 4);
             for i in 0..4 {
                 assert_eq!(q.pop(), Some(lap * 10 + i + 1));
@@ -507,9 +558,9 @@ mod tests {
     fn stamps_wrap_around_u32() {
         let (t, h, c) = queue(2);
         let q = OffsetQueue::new(&t, &h, &c);
-        start_at(&t, &h, &c, u64::from(u32::MAX) - 3);
+        start_at(&t, &h, &c, u32::MAX - 3);
         for v in 1..=20 {
-            q.push(v).unwrap();
+            q.push(OWNER, v).unwrap();
             assert_eq!(q.pop(), Some(v));
         }
     }
@@ -521,8 +572,8 @@ mod tests {
         for cell in &c {
             cell.store(0xdead_beef_dead_beef, Ordering::Relaxed);
         }
-        t.store(12345, Ordering::Relaxed);
-        assert_eq!(q.push(1), Err(PushError::Full));
+        t.store(pack(OWNER, 12345), Ordering::Relaxed);
+        assert_eq!(q.push(OWNER, 1), Err(PushError::Full));
         assert_eq!(q.pop(), None);
     }
 
@@ -532,26 +583,26 @@ mod tests {
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
         assert_eq!(q.corrupt_head(), None, "closed");
-        q.reopen();
+        q.reopen(OWNER);
         assert_eq!(q.corrupt_head(), None, "empty");
         assert!(q.mark_parked());
         assert_eq!(q.corrupt_head(), None, "parked");
         q.unmark_parked();
-        q.push(1).unwrap();
-        q.push(2).unwrap();
+        q.push(OWNER, 1).unwrap();
+        q.push(OWNER, 2).unwrap();
         assert_eq!(q.corrupt_head(), None, "an entry");
-        assert!(q.mark_waiting());
+        assert!(q.mark_waiting(OWNER));
         assert_eq!(q.corrupt_head(), None, "an entry a producer waits behind");
         for v in 3..=8 {
             assert_eq!(q.pop(), Some(v - 2));
             assert_eq!(q.corrupt_head(), None, "after a take");
-            q.push(v).unwrap();
+            q.push(OWNER, v).unwrap();
         }
         // Stamps wrapping past u32::MAX.
-        start_at(&t, &h, &c, u64::from(u32::MAX) - 1);
+        start_at(&t, &h, &c, u32::MAX - 1);
         for v in 1..=4 {
             assert_eq!(q.corrupt_head(), None, "empty, wrapping");
-            q.push(v).unwrap();
+            q.push(OWNER, v).unwrap();
             assert_eq!(q.corrupt_head(), None, "an entry, wrapping");
             assert_eq!(q.pop(), Some(v));
         }
@@ -569,24 +620,85 @@ mod tests {
         let (t, h, c) = queue(4);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        assert_eq!(q.push(1), Err(PushError::Closed), "a new queue is closed");
-        q.reopen();
+        assert_eq!(
+            q.push(OWNER, 1),
+            Err(PushError::Closed),
+            "a new queue is closed"
+        );
+        q.reopen(OWNER);
         for round in 0..3u32 {
-            q.push(10 + round).unwrap();
-            q.push(20 + round).unwrap();
+            q.push(OWNER, 10 + round).unwrap();
+            q.push(OWNER, 20 + round).unwrap();
             assert_eq!(q.pop(), Some(10 + round));
             let mut drained = Vec::new();
             q.close(|v| drained.push(v));
             assert_eq!(drained, [20 + round]);
-            assert_eq!(q.push(5), Err(PushError::Closed));
+            assert_eq!(q.push(OWNER, 5), Err(PushError::Closed));
             assert_eq!(q.pop(), None);
             q.close(|_| panic!("close is idempotent"));
-            q.reopen();
+            q.reopen(OWNER);
             assert_eq!(q.len(), 0);
             for v in 1..=4 {
-                q.push(v).unwrap();
+                q.push(OWNER, v).unwrap();
             }
-            assert_eq!(q.push(9), Err(PushError::Full));
+            assert_eq!(q.push(OWNER, 9), Err(PushError::Full));
+            for v in 1..=4 {
+                assert_eq!(q.pop(), Some(v));
+            }
+        }
+    }
+
+    /// A producer of the queue's earlier owner never fills a cell of the
+    /// reopened queue: no cell is armed for any position that owner's
+    /// `tail` held, and a retry that reads the new `tail` is refused.
+    #[test]
+    fn a_reopened_queue_refuses_the_earlier_owner() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen(OWNER);
+        for round in 0..6u32 {
+            let (owner, next) = (OWNER + round, OWNER + round + 1);
+            let start = t.load(Ordering::Relaxed) as u32;
+            // Some traffic, leaving `round % 5` entries queued (one lap
+            // taken first, so that stamps have moved on).
+            for v in 1..=4 {
+                q.push(owner, v).unwrap();
+            }
+            for v in 1..=4 {
+                assert_eq!(q.pop(), Some(v));
+            }
+            for v in 0..round % 5 {
+                q.push(owner, 10 + v).unwrap();
+            }
+            let mut drained = Vec::new();
+            q.close(|v| drained.push(v));
+            assert_eq!(drained.len() as u32, round % 5);
+            let end = t.load(Ordering::Relaxed) as u32;
+            q.reopen(next);
+            for stale in start..=end {
+                for cell in &c {
+                    assert_ne!(
+                        cell.load(Ordering::Relaxed),
+                        pack(stale, 0),
+                        "a cell is armed for position {stale} of the earlier owner"
+                    );
+                }
+                // A producer whose first guess at a stale `tail` failed.
+                let current = q.cell(stale).load(Ordering::Relaxed);
+                assert_eq!(
+                    q.push_from(owner, 9, pack(owner, stale), current),
+                    Err(PushError::Closed)
+                );
+            }
+            assert_eq!(q.push(owner, 9), Err(PushError::Closed));
+            assert!(!q.mark_waiting(owner), "no sleep on another owner's queue");
+            assert_eq!(q.pop(), None);
+            // The new owner's queue works, to capacity.
+            for v in 1..=4 {
+                q.push(next, v).unwrap();
+            }
+            assert_eq!(q.push(next, 5), Err(PushError::Full));
             for v in 1..=4 {
                 assert_eq!(q.pop(), Some(v));
             }
@@ -598,9 +710,9 @@ mod tests {
         let (t, h, c) = queue(4);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        q.reopen();
+        q.reopen(OWNER);
         for v in 1..=3 {
-            q.push(v).unwrap();
+            q.push(OWNER, v).unwrap();
         }
         // The consumer took entry 1 (advanced `head`) and died before
         // re-arming its cell; entry 1 is no longer in the queue.
@@ -609,12 +721,12 @@ mod tests {
         let mut drained = Vec::new();
         q.close(|v| drained.push(v));
         assert_eq!(drained, [2, 3]);
-        q.reopen();
+        q.reopen(OWNER);
         // Every cell serves its lap again: the queue fills to capacity.
         for v in 4..=7 {
-            q.push(v).unwrap();
+            q.push(OWNER, v).unwrap();
         }
-        assert_eq!(q.push(8), Err(PushError::Full));
+        assert_eq!(q.push(OWNER, 8), Err(PushError::Full));
         for v in 4..=7 {
             assert_eq!(q.pop(), Some(v));
         }
@@ -625,17 +737,17 @@ mod tests {
         let (t, h, c) = queue(2);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        q.reopen();
-        q.push(1).unwrap();
-        q.push(2).unwrap();
+        q.reopen(OWNER);
+        q.push(OWNER, 1).unwrap();
+        q.push(OWNER, 2).unwrap();
         let (v, pos) = q.take_unarmed(|v| v).unwrap();
         assert_eq!(v, 1);
         // Until the cell is re-armed the queue is still full, and a
         // producer can ask to be woken when it is.
-        assert_eq!(q.push(3), Err(PushError::Full));
-        assert!(q.mark_waiting());
+        assert_eq!(q.push(OWNER, 3), Err(PushError::Full));
+        assert!(q.mark_waiting(OWNER));
         assert!(q.rearm(pos), "the re-arm reports the waiting producer");
-        q.push(3).unwrap();
+        q.push(OWNER, 3).unwrap();
         assert_eq!(q.pop(), Some(2));
         assert_eq!(q.pop(), Some(3));
     }
@@ -645,7 +757,7 @@ mod tests {
         let (t, h, c) = queue(16);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        q.reopen();
+        q.reopen(OWNER);
         const PER: u32 = 20_000;
         let seen = std::thread::scope(|s| {
             for p in 0..3u32 {
@@ -653,7 +765,7 @@ mod tests {
                 s.spawn(move || {
                     for i in 0..PER {
                         let v = p * PER + i + 1;
-                        while q.push(v).is_err() {
+                        while q.push(OWNER, v).is_err() {
                             std::thread::yield_now();
                         }
                     }
@@ -683,6 +795,9 @@ mod loom_tests {
     use super::*;
     use loom::sync::Arc;
 
+    /// The generation the models' queues belong to.
+    const OWNER: u32 = 1;
+
     struct Q {
         tail: AtomicU64,
         head: AtomicU64,
@@ -697,7 +812,7 @@ mod loom_tests {
         };
         let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
         view.init();
-        view.reopen();
+        view.reopen(OWNER);
         Arc::new(q)
     }
 
@@ -712,7 +827,7 @@ mod loom_tests {
                     let q = q.clone();
                     loom::thread::spawn(move || {
                         let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
-                        view.push(p + 1).is_ok()
+                        view.push(OWNER, p + 1).is_ok()
                     })
                 })
                 .collect();
@@ -744,7 +859,7 @@ mod loom_tests {
             let q = new_q(2);
             let q2 = q.clone();
             let producer = loom::thread::spawn(move || {
-                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells).push(7)
+                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells).push(OWNER, 7)
             });
             let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
             let mut drained = Vec::new();
@@ -758,8 +873,41 @@ mod loom_tests {
                 }
             }
             view.close(|_| panic!("entry left behind after close"));
-            view.reopen();
-            view.push(9).unwrap();
+            view.reopen(OWNER);
+            view.push(OWNER, 9).unwrap();
+            assert_eq!(view.pop(), Some(9));
+        });
+    }
+
+    /// A producer addressing the queue's owner races the owner's close and
+    /// the next owner's reopen: its value is drained by the close or
+    /// refused, never left in the next owner's queue.
+    #[test]
+    fn push_races_close_and_reopen() {
+        loom::model(|| {
+            let q = new_q(2);
+            let q2 = q.clone();
+            let producer = loom::thread::spawn(move || {
+                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells).push(OWNER, 7)
+            });
+            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+            let mut drained = Vec::new();
+            view.close(|v| drained.push(v));
+            view.reopen(OWNER + 1);
+            let pushed = producer.join().unwrap();
+            assert_eq!(
+                view.pop(),
+                None,
+                "the next owner got the earlier owner's entry"
+            );
+            match pushed {
+                Ok(_) => assert_eq!(drained, [7]),
+                Err(e) => {
+                    assert_eq!(e, PushError::Closed);
+                    assert!(drained.is_empty());
+                }
+            }
+            view.push(OWNER + 1, 9).unwrap();
             assert_eq!(view.pop(), Some(9));
         });
     }
@@ -772,13 +920,13 @@ mod loom_tests {
             let q = new_q(2);
             {
                 let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
-                view.push(1).unwrap();
-                view.push(2).unwrap();
+                view.push(OWNER, 1).unwrap();
+                view.push(OWNER, 2).unwrap();
             }
             let q2 = q.clone();
             let producer = loom::thread::spawn(move || {
                 OffsetQueue::new(&q2.tail, &q2.head, &q2.cells)
-                    .push(3)
+                    .push(OWNER, 3)
                     .is_ok()
             });
             let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);

@@ -193,12 +193,6 @@ pub(crate) fn lookup(mapped: &Mapped, name: &str) -> Option<(u32, u32)> {
     lookup_words(mapped, &encode_name(name))
 }
 
-/// Whether (slot, gen) is an active participant.
-#[inline]
-pub(crate) fn is_active(mapped: &Mapped, slot: u32, gen: u32) -> bool {
-    mapped.slot(slot).state.load(Ordering::Acquire) == pack(gen, ACTIVE)
-}
-
 /// Marks a slot whose owner died as leaving, whatever state it was in.
 pub(crate) fn mark_leaving(mapped: &Mapped, slot: u32, gen: u32) {
     mapped

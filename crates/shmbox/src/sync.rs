@@ -11,6 +11,22 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(shmbox_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+/// A plain store to a word whose other writers all update it by a
+/// read-modify-write.
+///
+/// Under loom, a swap whose read is ignored: loom lets a plain store fall
+/// between the read and the write of another thread's read-modify-write
+/// (tokio-rs/loom#254), which neither the memory model nor the hardware
+/// allows. With every other writer a read-modify-write, the swap lands
+/// where the store may.
+#[inline]
+pub(crate) fn store_among_rmws(word: &AtomicU64, value: u64, order: Ordering) {
+    #[cfg(not(shmbox_loom))]
+    word.store(value, order);
+    #[cfg(shmbox_loom)]
+    word.swap(value, order);
+}
+
 /// One step of a busy-wait: `PAUSE` on the CPU, a yield under loom.
 #[inline]
 pub(crate) fn spin_hint() {

@@ -602,7 +602,7 @@ fn foreign_and_mismatching_objects_are_refused() {
             err,
             OpenError::Version {
                 found: 99,
-                expected: 6,
+                expected: 7,
                 ..
             }
         ),

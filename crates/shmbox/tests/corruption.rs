@@ -210,8 +210,18 @@ fn scribble(l: &Layout, rng: &mut StdRng, file: &std::fs::File) -> (Area, u64, V
             let field = [0, LINE, 2 * LINE, 2 * LINE + 8][rng.random_range(0..4)];
             let at = l.mailbox(slot) + field;
             if plausible {
+                // A position; a tail keeps its owner (the receiver's
+                // generation), or every send to a live worker would be
+                // refused from then on.
                 let pos = rng.random_range(0..4 * l.capacity);
-                (at, word(pos))
+                let mut old = [0u8; 8];
+                file.read_exact_at(&mut old, at).unwrap();
+                let owner = if field == 0 {
+                    u64::from_le_bytes(old) & !0xffff_ffff
+                } else {
+                    0
+                };
+                (at, word(owner | pos))
             } else {
                 (at + rng.random_range(0..8), vec![])
             }
@@ -698,7 +708,8 @@ fn a_scribbled_cell_is_reported_to_every_receive() {
         let rx = region.join_with("rx", strategy).unwrap();
         let l = Layout::compute(&config());
         let file = object(name.path());
-        // Head is 0: give its cell the stamp of some other lap; then
+        // A fresh mailbox's head is at the start of a lap, in the first
+        // cell: give that cell the stamp of some other lap; then
         // (below) the stamp of room with a value no room holds.
         let cell = cells_of(&l, &rx);
         file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
@@ -755,16 +766,20 @@ fn bad_entries_are_reported_then_the_next_messages_arrive() {
     let l = Layout::compute(&config());
     let file = object(name.path());
     let cells = cells_of(&l, &rx);
-    // Position 0 filled (stamp 1) with a class that does not exist.
+    // The position at the tail (owner's generation << 32 | position; the
+    // start of a lap, in the first cell) filled with a class that does not
+    // exist.
+    let tail_at = l.mailbox(u64::from(rx.address().slot()));
+    let mut tail = [0u8; 8];
+    file.read_exact_at(&mut tail, tail_at).unwrap();
+    let tail = u64::from_le_bytes(tail);
+    assert_eq!(tail as u32 as u64 % l.capacity, 0);
     let bad_class = ((l.classes.len() as u64 + 1) << 24) | 3;
-    file.write_at(&((1u64 << 32) | bad_class).to_le_bytes(), cells)
+    let stamp = u64::from((tail as u32).wrapping_add(1));
+    file.write_at(&((stamp << 32) | bad_class).to_le_bytes(), cells)
         .unwrap();
     // The queue's tail is past it: the next send lands behind it.
-    file.write_at(
-        &1u64.to_le_bytes(),
-        l.mailbox(u64::from(rx.address().slot())),
-    )
-    .unwrap();
+    file.write_at(&(tail + 1).to_le_bytes(), tail_at).unwrap();
     tx.send_copy(b"after", &rx.address()).unwrap();
     match rx.try_recv() {
         Err(TryRecvError::Corrupt(c)) => assert!(c.reason().contains("names no chunk"), "{c}"),
@@ -817,7 +832,8 @@ fn a_scribbled_cell_makes_a_sender_wait_not_spin() {
     let tx = region.join("tx").unwrap();
     let l = Layout::compute(&config());
     let file = object(name.path());
-    // Tail is 0: give its cell the stamp of some other lap.
+    // A fresh mailbox's tail is at the start of a lap, in the first cell:
+    // give that cell the stamp of some other lap.
     let cell = cells_of(&l, &rx);
     file.write_at(&(0x77u64 << 32).to_le_bytes(), cell).unwrap();
     let loan = tx.try_loan(8).unwrap();
