@@ -9,7 +9,7 @@
 //!                 written on every message) | +180 classes kept asleep
 //!                 (read by blocked loaners)
 //! mailboxes_offset one mailbox per slot, mailbox_stride bytes each:
-//!                 +0 tail (owner's generation << 32 | position) | +64
+//!                 +0 tail (position << 32 | owner's generation) | +64
 //!                 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)

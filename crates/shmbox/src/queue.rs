@@ -8,7 +8,7 @@
 //! `p + capacity` (the position it serves in the next lap). Positions are
 //! 32 bits and wrap; they are compared for equality only.
 //!
-//! `tail` packs `owner << 32 | position`: the next position to fill, and
+//! `tail` packs `position << 32 | owner`: the next position to fill, and
 //! the generation of the participant the queue belongs to. `head` is the
 //! consumer's next position.
 //!
@@ -81,16 +81,29 @@ fn stamp_of(cell: u64) -> u32 {
     (cell >> 32) as u32
 }
 
+/// A `tail` word: the position in the high half, so that moving it on is
+/// one addition that wraps the position and leaves the owner alone.
+#[inline]
+fn tail_word(owner: u32, pos: u32) -> u64 {
+    pack(pos, owner)
+}
+
 /// The owner half of a `tail` word.
 #[inline]
 fn owner_of(tail: u64) -> u32 {
+    tail as u32
+}
+
+/// The position half of a `tail` word.
+#[inline]
+fn position_of(tail: u64) -> u32 {
     (tail >> 32) as u32
 }
 
 /// `tail` one position on, under the same owner.
 #[inline]
 fn next_tail(tail: u64) -> u64 {
-    pack(owner_of(tail), (tail as u32).wrapping_add(1))
+    tail.wrapping_add(1 << 32)
 }
 
 /// A view of one queue: its indices and cells in (shared) memory.
@@ -138,7 +151,7 @@ impl<'a> OffsetQueue<'a> {
         if owner_of(tail) != owner {
             return Err(PushError::Closed);
         }
-        let pos = tail as u32;
+        let pos = position_of(tail);
         // First guess: the cell at `tail` is empty and waiting for us. The
         // CAS then fetches the line once, exclusively, instead of a load
         // fetching it shared and the CAS fetching it again; a wrong guess
@@ -174,7 +187,7 @@ impl<'a> OffsetQueue<'a> {
         if owner_of(tail) != owner {
             return Err(PushError::Closed);
         }
-        Ok((tail, self.cell(tail as u32).load(Ordering::Acquire)))
+        Ok((tail, self.cell(position_of(tail)).load(Ordering::Acquire)))
     }
 
     /// The rest of [`push`](Self::push) after its first guess failed: the
@@ -191,7 +204,7 @@ impl<'a> OffsetQueue<'a> {
         // Each retry re-reads `tail`; a hostile region could keep changing
         // it, so give up (as full) after a generous bound.
         for _ in 0..(4 * cap as usize + 64) {
-            let pos = tail as u32;
+            let pos = position_of(tail);
             let cell = self.cell(pos);
             let stamp = stamp_of(current);
             if stamp == pos {
@@ -316,7 +329,7 @@ impl<'a> OffsetQueue<'a> {
         if owner_of(tail) != owner {
             return false;
         }
-        let pos = tail as u32;
+        let pos = position_of(tail);
         let cell = self.cell(pos);
         let current = cell.load(Ordering::Acquire);
         let stamp = stamp_of(current);
@@ -368,7 +381,7 @@ impl<'a> OffsetQueue<'a> {
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     #[inline]
     pub(crate) fn tail_cell(&self) -> &AtomicU64 {
-        self.cell(self.tail.load(Ordering::Relaxed) as u32)
+        self.cell(position_of(self.tail.load(Ordering::Relaxed)))
     }
 
     /// Consumer: the cell at `head` if it is neither room (stamp `head`,
@@ -480,7 +493,7 @@ impl<'a> OffsetQueue<'a> {
         self.head.store(u64::from(head), Ordering::Release);
         // Producers write `tail` by compare-and-swap only.
         let owner = owner_of(self.tail.load(Ordering::Relaxed));
-        store_among_rmws(self.tail, pack(owner, head), Ordering::Release);
+        store_among_rmws(self.tail, tail_word(owner, head), Ordering::Release);
     }
 
     /// New owner `owner` (its generation), after [`close`](Self::close):
@@ -497,13 +510,13 @@ impl<'a> OffsetQueue<'a> {
         self.head.store(u64::from(start), Ordering::Relaxed);
         // SYNC POINT: producers that read the new owner find the cells
         // armed for it (a stale read only makes their CAS fail and retry).
-        store_among_rmws(self.tail, pack(owner, start), Ordering::Release);
+        store_among_rmws(self.tail, tail_word(owner, start), Ordering::Release);
     }
 
     /// Entries published and not yet taken (racy; for inspection).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> u64 {
-        let tail = self.tail.load(Ordering::Relaxed) as u32;
+        let tail = position_of(self.tail.load(Ordering::Relaxed));
         let head = self.head.load(Ordering::Relaxed) as u32;
         u64::from(tail.wrapping_sub(head)).min(self.cells.len() as u64)
     }
@@ -531,7 +544,7 @@ mod tests {
             let pos = start.wrapping_add((i as u32).wrapping_sub(start) % c.len() as u32);
             cell.store(pack(pos, 0), Ordering::Relaxed);
         }
-        t.store(pack(OWNER, start), Ordering::Relaxed);
+        t.store(tail_word(OWNER, start), Ordering::Relaxed);
         h.store(u64::from(start), Ordering::Relaxed);
     }
 
@@ -572,7 +585,7 @@ mod tests {
         for cell in &c {
             cell.store(0xdead_beef_dead_beef, Ordering::Relaxed);
         }
-        t.store(pack(OWNER, 12345), Ordering::Relaxed);
+        t.store(tail_word(OWNER, 12345), Ordering::Relaxed);
         assert_eq!(q.push(OWNER, 1), Err(PushError::Full));
         assert_eq!(q.pop(), None);
     }
@@ -659,7 +672,7 @@ mod tests {
         q.reopen(OWNER);
         for round in 0..6u32 {
             let (owner, next) = (OWNER + round, OWNER + round + 1);
-            let start = t.load(Ordering::Relaxed) as u32;
+            let start = position_of(t.load(Ordering::Relaxed));
             // Some traffic, leaving `round % 5` entries queued (one lap
             // taken first, so that stamps have moved on).
             for v in 1..=4 {
@@ -674,7 +687,7 @@ mod tests {
             let mut drained = Vec::new();
             q.close(|v| drained.push(v));
             assert_eq!(drained.len() as u32, round % 5);
-            let end = t.load(Ordering::Relaxed) as u32;
+            let end = position_of(t.load(Ordering::Relaxed));
             q.reopen(next);
             for stale in start..=end {
                 for cell in &c {
@@ -687,7 +700,7 @@ mod tests {
                 // A producer whose first guess at a stale `tail` failed.
                 let current = q.cell(stale).load(Ordering::Relaxed);
                 assert_eq!(
-                    q.push_from(owner, 9, pack(owner, stale), current),
+                    q.push_from(owner, 9, tail_word(owner, stale), current),
                     Err(PushError::Closed)
                 );
             }

@@ -681,6 +681,71 @@ fn stale_addresses_are_refused_not_misdelivered() {
     assert_pool_full_when_idle(&region, &[&a, &b2]);
 }
 
+/// Sends racing their receiver's leave and a newcomer's join of the same
+/// slot: each message is refused, or released with the departed
+/// receiver's mailbox, never left in the newcomer's queue (which skips an
+/// entry for the departed receiver, leaving its chunk with the sender, lost
+/// to everyone until the sender leaves). A third thread only burns CPU, so
+/// that the sender is now and then preempted in the middle of a send.
+#[test]
+fn sends_racing_a_slot_changing_hands_leak_no_chunk() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _w = watchdog(
+        "sends_racing_a_slot_changing_hands_leak_no_chunk",
+        Duration::from_secs(60),
+    );
+    let config = small().with_classes(&[SizeClass::new(64, 8)]);
+    let region = Region::in_process(&config).unwrap();
+    let stop = AtomicBool::new(false);
+    let (region, stop) = (&region, &stop);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // About a million changes of hands, here.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                let b = region.join("b").unwrap();
+                while b.try_recv().is_ok() {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        s.spawn(move || {
+            let tx = region.join("tx").unwrap();
+            let (mut sent, mut refused) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(to) = region.address("b") else {
+                    continue;
+                };
+                // Never blocking: a lost chunk must fail the check below,
+                // not hang a blocking loan.
+                let Ok(loan) = tx.try_loan(1) else {
+                    continue;
+                };
+                match tx.try_send(loan, &to) {
+                    Ok(()) => sent += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            assert!(sent > 0, "no send went through ({refused} refused)");
+            // Everyone else has left: every chunk of the region is ours to
+            // loan again, at once.
+            let loans: Vec<_> = (0..8)
+                .map(|i| {
+                    tx.try_loan(1).unwrap_or_else(|e| {
+                        panic!("chunk {i} of 8 lost ({sent} sent, {refused} refused): {e}")
+                    })
+                })
+                .collect();
+            drop(loans);
+        });
+    });
+    assert_pool_full(region);
+}
+
 #[test]
 fn leaving_releases_queued_messages() {
     let _w = watchdog("leaving_releases_queued_messages", Duration::from_secs(30));

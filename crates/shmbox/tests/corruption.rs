@@ -216,12 +216,13 @@ fn scribble(l: &Layout, rng: &mut StdRng, file: &std::fs::File) -> (Area, u64, V
                 let pos = rng.random_range(0..4 * l.capacity);
                 let mut old = [0u8; 8];
                 file.read_exact_at(&mut old, at).unwrap();
-                let owner = if field == 0 {
-                    u64::from_le_bytes(old) & !0xffff_ffff
+                let tail = if field == 0 {
+                    // position << 32 | owner
+                    pos << 32 | (u64::from_le_bytes(old) & 0xffff_ffff)
                 } else {
-                    0
+                    pos
                 };
-                (at, word(owner | pos))
+                (at, word(tail))
             } else {
                 (at + rng.random_range(0..8), vec![])
             }
@@ -766,20 +767,22 @@ fn bad_entries_are_reported_then_the_next_messages_arrive() {
     let l = Layout::compute(&config());
     let file = object(name.path());
     let cells = cells_of(&l, &rx);
-    // The position at the tail (owner's generation << 32 | position; the
+    // The position at the tail (position << 32 | owner's generation; the
     // start of a lap, in the first cell) filled with a class that does not
     // exist.
     let tail_at = l.mailbox(u64::from(rx.address().slot()));
     let mut tail = [0u8; 8];
     file.read_exact_at(&mut tail, tail_at).unwrap();
     let tail = u64::from_le_bytes(tail);
-    assert_eq!(tail as u32 as u64 % l.capacity, 0);
+    let pos = (tail >> 32) as u32;
+    assert_eq!(u64::from(pos) % l.capacity, 0);
     let bad_class = ((l.classes.len() as u64 + 1) << 24) | 3;
-    let stamp = u64::from((tail as u32).wrapping_add(1));
+    let stamp = u64::from(pos.wrapping_add(1));
     file.write_at(&((stamp << 32) | bad_class).to_le_bytes(), cells)
         .unwrap();
     // The queue's tail is past it: the next send lands behind it.
-    file.write_at(&(tail + 1).to_le_bytes(), tail_at).unwrap();
+    file.write_at(&(tail + (1 << 32)).to_le_bytes(), tail_at)
+        .unwrap();
     tx.send_copy(b"after", &rx.address()).unwrap();
     match rx.try_recv() {
         Err(TryRecvError::Corrupt(c)) => assert!(c.reason().contains("names no chunk"), "{c}"),
