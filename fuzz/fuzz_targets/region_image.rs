@@ -23,7 +23,8 @@
 //! * 0: mailbox `a`, cell `b` := stamp `c`, value = the entry naming chunk
 //!   number `d` (a well-formed entry when `c` is the right stamp);
 //! * 1: the same with value + 2^20 (another chunk, or none);
-//! * 2: mailbox `a`'s head and tail := `b | c << 8 | d << 16`;
+//! * 2: mailbox `a`'s head and tail's position := `b | c << 8 | d << 16`
+//!   (the tail's owner is zeroed);
 //! * 3: chunk number `d`'s length := its capacity + `a | b << 8` (too long)
 //!   or, when `c` is even, `a` (in range).
 //!
@@ -106,7 +107,8 @@ fn apply(layout: &Layout, image: &mut [u8], mut ops: &[u8]) -> bool {
                     2 => {
                         let pos = u64::from(b) | u64::from(c) << 8 | u64::from(d) << 16;
                         let at = layout.mailbox(slot) as usize;
-                        put(image, at, &pos.to_le_bytes()); // tail
+                        // tail: position << 32 | owner
+                        put(image, at, &(pos << 32).to_le_bytes());
                         put(image, at + 128, &pos.to_le_bytes()); // head
                     }
                     _ => {

@@ -911,15 +911,19 @@ impl Mailbox {
     #[inline(always)]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
         let m = self.mapped();
-        // A departed participant's address is refused by its queue, which
-        // belongs to the slot's next occupant, or to nobody, by then.
         if to.slot >= m.layout.config.max_participants {
             return Err(Undelivered::Disconnected);
         }
         let rx = m.mailbox(to.slot);
+        // A departed participant's queue is closed, and reopened under the
+        // generation of the slot's next occupant: its address is refused
+        // here, or by the push if the slot changes hands meanwhile.
+        let Some(cell) = rx.queue.tail_cell(to.generation) else {
+            return Err(Undelivered::Disconnected);
+        };
         // The receiver has the cell we are about to fill (it polls it):
         // start taking it over now, while the header is written.
-        layout::prefetch_write(rx.queue.tail_cell().as_ptr().cast());
+        layout::prefetch_write(cell.as_ptr().cast());
         // A receiver that may sleep may need its doorbell rung: take that
         // line over at the same time, not after the cell.
         if m.slot(to.slot).strategy.load(Ordering::Relaxed) != WaitStrategy::Spin as u32 {
@@ -1153,8 +1157,9 @@ impl Mailbox {
     /// The rest of a [`try_recv`](Self::try_recv) whose first take gave
     /// no message: the queue was empty, or the entry was refused (then
     /// report corruption, or look at the next entries). Entries it may
-    /// skip (addressed to an earlier occupant of our slot, or reclaimed by
-    /// a sweep) are bounded by the mailbox's capacity: a participant that
+    /// skip (addressed to another participant, which only a scribble on the
+    /// region makes, or reclaimed by a sweep) are bounded by the mailbox's
+    /// capacity: a participant that
     /// keeps pushing such entries cannot keep a `try_` call going for ever.
     #[inline(never)]
     fn try_recv_after(&self) -> Result<Message<'_>, TryRecvError> {
@@ -1311,9 +1316,9 @@ impl Mailbox {
 
     /// Why [`accept`](Self::accept) refused chunk `at`: an entry that is
     /// not ours to read is skipped (one a sweep has reclaimed, which we do
-    /// not hold, is left alone; one addressed to an earlier occupant of our
-    /// slot is released); a message whose length exceeds its chunk is
-    /// released and reported.
+    /// not hold, is left alone; one addressed to another participant, which
+    /// only a scribble on the region makes, is released); a message whose
+    /// length exceeds its chunk is released and reported.
     #[cold]
     fn refuse(&self, at: ChunkAt<'_>, held: bool) {
         self.refusal.set(self.refusal_of(at, held));

@@ -33,11 +33,12 @@
 //! behind.
 //!
 //! **Reopening.** The next owner of the slot reopens the queue under its own
-//! generation before anyone can address it, a full lap past the positions
-//! of the queue it closed. A producer addressing the earlier owner either
-//! reads `tail` under that owner's generation, and then expects a stamp no
-//! cell of the reopened queue carries, or reads the new generation and is
-//! refused: a message never lands in the queue of the slot's next occupant.
+//! generation before anyone can address it, with positions a full lap past
+//! the closed queue's `head`: past every position a producer of the
+//! earlier owner may have read. Such a producer either read `tail` under
+//! that owner's generation, and then expects a stamp no cell of the
+//! reopened queue carries, or reads the new generation and is refused: a
+//! message never lands in the queue of the slot's next occupant.
 
 use crate::sync::{store_among_rmws, AtomicU64, Ordering};
 
@@ -377,11 +378,14 @@ impl<'a> OffsetQueue<'a> {
         }
     }
 
-    /// Producer: the cell the next push fills (to prefetch it).
+    /// Producer: the cell the next push to `owner` fills (to prefetch
+    /// it), or `None` if the queue belongs to another owner (a push would
+    /// be refused).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     #[inline]
-    pub(crate) fn tail_cell(&self) -> &AtomicU64 {
-        self.cell(position_of(self.tail.load(Ordering::Relaxed)))
+    pub(crate) fn tail_cell(&self, owner: u32) -> Option<&AtomicU64> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        (owner_of(tail) == owner).then(|| self.cell(position_of(tail)))
     }
 
     /// Consumer: the cell at `head` if it is neither room (stamp `head`,
@@ -439,6 +443,15 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn close(&self, mut on_entry: impl FnMut(u32)) {
         let cap = self.cells.len() as u32;
         let mut head = self.head.load(Ordering::Relaxed) as u32;
+        // A closer killed while draining left the cells it emptied closed
+        // for their next lap, and `head` where it was: move past them, so
+        // that the entries behind them are drained too.
+        for _ in 0..cap {
+            if self.cell(head).load(Ordering::Acquire) != pack(head.wrapping_add(cap), CLOSED) {
+                break;
+            }
+            head = head.wrapping_add(1);
+        }
         // A consumer that took the entry before `head` and died before
         // re-arming its cell: re-arm it (closed) for the next lap. Bounded
         // like the loop below.
@@ -497,20 +510,31 @@ impl<'a> OffsetQueue<'a> {
     }
 
     /// New owner `owner` (its generation), after [`close`](Self::close):
-    /// accepts pushes again, a full lap past the positions of the closed
-    /// queue, so that no cell carries a stamp a producer of an earlier
-    /// owner may still expect.
+    /// accepts pushes again, a full lap past the closed queue's `head`, so
+    /// that no cell carries a stamp a producer of an earlier owner may
+    /// still expect (a producer fills a position less than a lap past the
+    /// consumer's `head`, and `close` leaves `head` past every entry).
     pub(crate) fn reopen(&self, owner: u32) {
+        let start = self.reopen_partly(owner, self.cells.len() as u32);
+        self.head.store(u64::from(start), Ordering::Relaxed);
+    }
+
+    /// [`reopen`](Self::reopen) up to the first `armed` cells, without the
+    /// final store of `head`: where a joiner killed in the middle leaves the
+    /// queue. Returns the new owner's first position. (Separate so that
+    /// tests can stop there.)
+    fn reopen_partly(&self, owner: u32, armed: u32) -> u32 {
         let cap = self.cells.len() as u32;
         let start = (self.head.load(Ordering::Relaxed) as u32).wrapping_add(cap);
-        for k in 0..cap {
+        // The new owner first: from here on, a producer addressing an
+        // earlier owner is refused at once, whatever the cells hold. (Nobody
+        // addresses the new owner before it is active.)
+        store_among_rmws(self.tail, tail_word(owner, start), Ordering::Release);
+        for k in 0..armed.min(cap) {
             let pos = start.wrapping_add(k);
             self.cell(pos).store(pack(pos, 0), Ordering::Release);
         }
-        self.head.store(u64::from(start), Ordering::Relaxed);
-        // SYNC POINT: producers that read the new owner find the cells
-        // armed for it (a stale read only makes their CAS fail and retry).
-        store_among_rmws(self.tail, tail_word(owner, start), Ordering::Release);
+        start
     }
 
     /// Entries published and not yet taken (racy; for inspection).
@@ -712,6 +736,87 @@ mod tests {
                 q.push(next, v).unwrap();
             }
             assert_eq!(q.push(next, 5), Err(PushError::Full));
+            for v in 1..=4 {
+                assert_eq!(q.pop(), Some(v));
+            }
+        }
+    }
+
+    /// A closer killed while draining leaves `head` behind the cells it
+    /// emptied: the next close drains the entries behind them, and the
+    /// reopened queue still refuses every position a producer of the
+    /// earlier owner may hold.
+    #[test]
+    fn a_closer_killed_while_draining_leaves_nothing_behind() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen(OWNER);
+        let start = position_of(t.load(Ordering::Relaxed));
+        for v in 1..=4 {
+            q.push(OWNER, v).unwrap();
+        }
+        let end = position_of(t.load(Ordering::Relaxed));
+        // The closer drained the first entry (its cell closed for the next
+        // lap, as `close` leaves it) and was killed before storing `head`.
+        let head = h.load(Ordering::Relaxed) as u32;
+        q.cell(head)
+            .store(pack(head.wrapping_add(4), CLOSED), Ordering::Relaxed);
+        let mut drained = Vec::new();
+        q.close(|v| drained.push(v)); // the sweeper
+        assert_eq!(drained, [2, 3, 4]);
+        q.close(|_| panic!("close is idempotent"));
+        q.reopen(OWNER + 1);
+        for stale in start..=end {
+            for cell in &c {
+                assert_ne!(
+                    cell.load(Ordering::Relaxed),
+                    pack(stale, 0),
+                    "a cell is armed for position {stale} of the earlier owner"
+                );
+            }
+            let current = q.cell(stale).load(Ordering::Relaxed);
+            assert_eq!(
+                q.push_from(OWNER, 9, tail_word(OWNER, stale), current),
+                Err(PushError::Closed)
+            );
+        }
+        assert_eq!(q.pop(), None);
+        for v in 1..=4 {
+            q.push(OWNER + 1, v).unwrap();
+        }
+        assert_eq!(q.push(OWNER + 1, 5), Err(PushError::Full));
+        for v in 1..=4 {
+            assert_eq!(q.pop(), Some(v));
+        }
+    }
+
+    /// A joiner killed in the middle of reopening, at any point: producers
+    /// of the earlier owner are refused at once, not told `Full` (which
+    /// would keep a blocking send waiting for room), and after the
+    /// sweeper's close the next owner's reopen works.
+    #[test]
+    fn a_joiner_killed_while_reopening_leaves_a_refusing_queue() {
+        for armed in 0..=4 {
+            let (t, h, c) = queue(4);
+            let q = OffsetQueue::new(&t, &h, &c);
+            q.init();
+            q.reopen(OWNER);
+            q.push(OWNER, 1).unwrap();
+            assert_eq!(q.pop(), Some(1));
+            q.close(|_| panic!("nothing was queued")); // OWNER leaves
+            q.close(|_| panic!("nothing was queued")); // the joiner's close
+            q.reopen_partly(OWNER + 1, armed); // the joiner is killed here
+            assert_eq!(q.push(OWNER, 9), Err(PushError::Closed), "{armed}");
+            assert!(!q.mark_waiting(OWNER), "{armed}");
+            q.close(|_| panic!("nothing was queued")); // the sweeper
+            assert_eq!(q.push(OWNER, 9), Err(PushError::Closed), "{armed}");
+            assert!(q.push(OWNER + 1, 9).is_err(), "{armed}");
+            q.reopen(OWNER + 2);
+            for v in 1..=4 {
+                q.push(OWNER + 2, v).unwrap();
+            }
+            assert_eq!(q.push(OWNER + 2, 5), Err(PushError::Full));
             for v in 1..=4 {
                 assert_eq!(q.pop(), Some(v));
             }

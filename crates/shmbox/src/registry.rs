@@ -201,7 +201,8 @@ pub(crate) fn mark_leaving(mapped: &Mapped, slot: u32, gen: u32) {
         .store(pack(gen, LEAVING), Ordering::SeqCst);
 }
 
-/// First step of leaving: senders now see the participant as gone.
+/// First step of leaving: lookups no longer find the participant (senders
+/// see it gone once its queue is closed).
 pub(crate) fn begin_leave(mapped: &Mapped, slot: u32, gen: u32) {
     let _ = mapped.slot(slot).state.compare_exchange(
         pack(gen, ACTIVE),

@@ -17,9 +17,10 @@
 //! keeps two sweepers apart, and a sweeper killed mid-sweep releases it for
 //! the next one; every step below is idempotent). It then:
 //!
-//! 1. marks the slot `LEAVING`, so senders see the participant gone;
-//! 2. closes its queue and releases every entry in it (messages that were
-//!    addressed to the dead participant);
+//! 1. marks the slot `LEAVING`, so lookups no longer find the participant;
+//! 2. closes its queue, so senders see the participant gone, and releases
+//!    every entry in it (messages that were addressed to the dead
+//!    participant);
 //! 3. clears its bit on every chunk. A chunk it held alone returns to the
 //!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
 //!    `R`'s queue nor announced by `R` was never published: `R` never saw it,

@@ -189,8 +189,8 @@ fn scribble(l: &Layout, rng: &mut StdRng, file: &std::fs::File) -> (Area, u64, V
         }
         Area::Slot => {
             // State words are rewritten only in the free slots: a live
-            // participant whose state changes is gone for good (senders see
-            // it disconnected), which would starve the run of traffic. The
+            // participant whose state changes is gone for good (lookups no
+            // longer find it), which would starve the run of traffic. The
             // live slots get random bytes anywhere (mostly name, pid, ...).
             if plausible {
                 let slot = rng.random_range(WORKERS as u64..l.participants);
