@@ -403,7 +403,7 @@ impl Mailbox {
         // The previous occupant closed the queue when it left; anything
         // still in it is released, then the queue accepts messages again.
         let queue = &mailbox.mapped().mailbox(slot).queue;
-        queue.close(|value| mailbox.discard(value));
+        mailbox.close_queue();
         queue.reopen(generation);
         registry::activate(mailbox.mapped(), slot, generation);
         Ok(mailbox)
@@ -1276,9 +1276,25 @@ impl Mailbox {
             .ring(&self.region.shared.futex, u32::MAX);
     }
 
-    /// Releases an entry nobody will read (a queue being closed).
-    fn discard(&self, value: u32) {
-        sweep::discard(self.mapped(), &self.region.shared.futex, value, self.bit);
+    /// Closes our queue and releases every entry in it, each announced as
+    /// the entry we are taking while it is released: if we are killed in
+    /// the middle, the sweep finds it announced, as it finds a message we
+    /// were receiving, and frees its chunk.
+    fn close_queue(&self) {
+        let (m, futex) = (self.mapped(), &self.region.shared.futex);
+        self.close_queue_then(|value| {
+            sweep::discard(m, futex, value, self.bit);
+        });
+    }
+
+    /// [`close_queue`](Self::close_queue), calling `release` on each entry.
+    /// (Separate so that tests can stop there.)
+    fn close_queue_then(&self, release: impl FnMut(u32)) {
+        let m = self.mapped();
+        let taking = m.slot(self.address.slot).taking;
+        m.mailbox(self.address.slot)
+            .queue
+            .close_announcing(|value| taking.store(value, Ordering::Release), release);
     }
 
     /// Takes over chunk `at`, taken from our message list, if it is a
@@ -1471,7 +1487,7 @@ impl Drop for Mailbox {
         registry::begin_leave(m, slot, generation);
         self.notice().clear();
         let mailbox = m.mailbox(slot);
-        mailbox.queue.close(|value| self.discard(value));
+        self.close_queue();
         // Blocked senders wake up and see that we left.
         mailbox.room.ring(&self.region.shared.futex, u32::MAX);
         self.release_all_held();
@@ -1652,5 +1668,45 @@ mod tests {
         assert_eq!(kept.len(0), 0);
         assert_eq!(kept.pop(1), Some(7));
         assert_eq!(kept.classes(), 0);
+    }
+
+    /// A participant killed while releasing the entries of its own queue
+    /// (as it leaves): the entry it was releasing is announced, so the
+    /// sweep frees its chunk (rather than leaving it with its sender), and
+    /// the sweep's close releases the entries behind it.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_participant_killed_while_closing_its_queue_leaks_no_chunk() {
+        use crate::{registry, sweep, Address, Config, Region, SizeClass};
+        let config = Config::default()
+            .with_classes(&[SizeClass::new(64, 4)])
+            .with_max_participants(4)
+            .with_mailbox_capacity(4);
+        let region = Region::in_process(&config).unwrap();
+        let s = region.join("s").unwrap();
+        let r = region.join("r").unwrap();
+        for message in [&b"one"[..], b"two", b"three"] {
+            s.send_copy(message, &r.address()).unwrap();
+        }
+        // `r` leaves, and is killed while releasing its first entry: the
+        // entry has left the queue, its chunk is not yet taken over.
+        let m = region.mapped();
+        let Address { slot, generation } = r.address();
+        registry::begin_leave(m, slot, generation);
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            r.close_queue_then(|_| panic!("killed while releasing an entry"));
+        }));
+        assert!(killed.is_err());
+        std::mem::forget(r);
+        let report = sweep::reclaim(m, &region.shared.futex, slot);
+        assert_eq!(report.messages, 2, "the entries behind the first");
+        // `s` is alive and idle: every chunk of the region is its to loan.
+        let loans: Vec<_> = (0..4)
+            .map(|i| {
+                s.try_loan(1)
+                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
+            })
+            .collect();
+        drop(loans);
     }
 }

@@ -440,7 +440,19 @@ impl<'a> OffsetQueue<'a> {
     /// Consumer (or whoever took over from a dead one): closes the queue and
     /// hands every entry still in it to `on_entry`. Afterwards no push can
     /// succeed until [`reopen`](Self::reopen). Idempotent.
-    pub(crate) fn close(&self, mut on_entry: impl FnMut(u32)) {
+    pub(crate) fn close(&self, on_entry: impl FnMut(u32)) {
+        self.close_announcing(|_| {}, on_entry);
+    }
+
+    /// [`close`](Self::close), calling `announce(value)` before each entry
+    /// leaves the queue, as [`take_with`](Self::take_with) does, and
+    /// `announce(0)` at the end: a closer killed at any instant leaves
+    /// every entry queued or announced.
+    pub(crate) fn close_announcing(
+        &self,
+        mut announce: impl FnMut(u32),
+        mut on_entry: impl FnMut(u32),
+    ) {
         let cap = self.cells.len() as u32;
         let mut head = self.head.load(Ordering::Relaxed) as u32;
         // A closer killed while draining left the cells it emptied closed
@@ -499,10 +511,13 @@ impl<'a> OffsetQueue<'a> {
             if stamp_of(current) != head.wrapping_add(1) {
                 break;
             }
+            let value = current as u32 & !WAITER;
+            announce(value);
             cell.store(pack(head.wrapping_add(cap), CLOSED), Ordering::Release);
             head = head.wrapping_add(1);
-            on_entry(current as u32 & !WAITER);
+            on_entry(value);
         }
+        announce(0);
         self.head.store(u64::from(head), Ordering::Release);
         // Producers write `tail` by compare-and-swap only.
         let owner = owner_of(self.tail.load(Ordering::Relaxed));
@@ -740,6 +755,46 @@ mod tests {
                 assert_eq!(q.pop(), Some(v));
             }
         }
+    }
+
+    /// Closing announces each entry while it is still queued, releases it
+    /// announced, and withdraws the announcement at the end: at no instant
+    /// is an entry neither queued nor announced.
+    #[test]
+    fn close_announces_each_entry_before_it_leaves() {
+        let (t, h, c) = queue(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen(OWNER);
+        for v in 1..=3 {
+            q.push(OWNER, v).unwrap();
+        }
+        let announced = std::cell::Cell::new(0);
+        let events = std::cell::RefCell::new(Vec::new());
+        q.close_announcing(
+            |v| {
+                assert!(v == 0 || q.contains(v), "{v} announced after it left");
+                announced.set(v);
+                events.borrow_mut().push(('a', v));
+            },
+            |v| {
+                assert!(
+                    !q.contains(v) && announced.get() == v,
+                    "{v} released unannounced"
+                );
+                events.borrow_mut().push(('r', v));
+            },
+        );
+        let expected = [
+            ('a', 1),
+            ('r', 1),
+            ('a', 2),
+            ('r', 2),
+            ('a', 3),
+            ('r', 3),
+            ('a', 0),
+        ];
+        assert_eq!(events.into_inner(), expected);
     }
 
     /// A closer killed while draining leaves `head` behind the cells it

@@ -20,7 +20,13 @@
 //! 1. marks the slot `LEAVING`, so lookups no longer find the participant;
 //! 2. closes its queue, so senders see the participant gone, and releases
 //!    every entry in it (messages that were addressed to the dead
-//!    participant);
+//!    participant). A participant closing its own queue (leaving, or
+//!    joining a slot whose queue still holds entries) announces in `taking`
+//!    each entry it releases: killed in the middle, it leaves that entry
+//!    announced, a message it was taking (step 3). A sweeper does not
+//!    announce: one killed while releasing an entry leaves that entry's
+//!    chunk with its sender until the sender leaves (a second fault, after
+//!    the death being swept);
 //! 3. clears its bit on every chunk. A chunk it held alone returns to the
 //!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
 //!    `R`'s queue nor announced by `R` was never published: `R` never saw it,
@@ -38,7 +44,8 @@
 //! [`pool::take_over_announced`]). Entries taken out of a queue by anyone
 //! else (a sweeper closing a dead participant's queue, a participant
 //! closing its own) are taken over with a compare-and-swap: a sweeper of
-//! their dead sender may have found them in neither place and freed them.
+//! their dead sender may have found them in neither place (a sweeper's
+//! close does not announce them) and freed them.
 //!
 //! A sweeper's compare-and-swap compares values, not versions: `D|S` (a
 //! message from the dead `D` to `S`) and `S|D` (`S`'s reply in the same
