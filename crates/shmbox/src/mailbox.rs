@@ -915,9 +915,10 @@ impl Mailbox {
             return Err(Undelivered::Disconnected);
         }
         let rx = m.mailbox(to.slot);
-        // A departed participant's queue is closed, and reopened under the
-        // generation of the slot's next occupant: its address is refused
-        // here, or by the push if the slot changes hands meanwhile.
+        // A departed participant's queue is closed (the push refuses its
+        // address), then reopened under the generation of the slot's next
+        // occupant (refused here, or by the push if the slot changes hands
+        // meanwhile).
         let Some(cell) = rx.queue.tail_cell(to.generation) else {
             return Err(Undelivered::Disconnected);
         };
@@ -1281,9 +1282,16 @@ impl Mailbox {
     /// the middle, the sweep finds it announced, as it finds a message we
     /// were receiving, and frees its chunk.
     fn close_queue(&self) {
-        let (m, futex) = (self.mapped(), &self.region.shared.futex);
-        self.close_queue_then(|value| {
-            sweep::discard(m, futex, value, self.bit);
+        self.close_queue_then(|value| self.release_entry(value));
+    }
+
+    /// Releases `value`, an entry of our queue being closed, announced: the
+    /// announcement is withdrawn once we hold the chunk, before we free it.
+    fn release_entry(&self, value: u32) {
+        let m = self.mapped();
+        let taking = m.slot(self.address.slot).taking;
+        sweep::discard(m, &self.region.shared.futex, value, self.bit, || {
+            taking.store(0, Ordering::Release);
         });
     }
 
@@ -1347,6 +1355,9 @@ impl Mailbox {
         let header = at.header;
         let len = header.len.load(Ordering::Relaxed) & !BATCH_FLAG;
         let to_us = header.dest.load(Ordering::Relaxed) == self.packed;
+        // Withdrawn before the chunk may be free (see `sweep::discard`).
+        let m = self.mapped();
+        m.slot(self.address.slot).taking.store(0, Ordering::Release);
         self.release(at.r, &header.holders);
         if to_us && len > at.capacity as u64 {
             return Refusal::Corrupt(Corruption {
@@ -1700,6 +1711,7 @@ mod tests {
         std::mem::forget(r);
         let report = sweep::reclaim(m, &region.shared.futex, slot);
         assert_eq!(report.messages, 2, "the entries behind the first");
+        assert_eq!(report.chunks, 3, "each entry's chunk freed once");
         // `s` is alive and idle: every chunk of the region is its to loan.
         let loans: Vec<_> = (0..4)
             .map(|i| {
@@ -1708,5 +1720,62 @@ mod tests {
             })
             .collect();
         drop(loans);
+    }
+
+    /// A participant killed after releasing an entry of its own queue, as
+    /// it leaves, no longer announces that entry: its chunk, free again,
+    /// may already carry another participant's send to it, and the sweep
+    /// must leave that send alone.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_released_entry_is_no_longer_announced() {
+        use crate::{registry, sweep, Address, Config, Region, SizeClass};
+        use std::sync::atomic::Ordering;
+        let config = Config::default()
+            .with_classes(&[SizeClass::new(64, 4)])
+            .with_max_participants(4)
+            .with_mailbox_capacity(4);
+        let region = Region::in_process(&config).unwrap();
+        let s = region.join("s").unwrap();
+        let r = region.join("r").unwrap();
+        for message in [&b"one"[..], b"two"] {
+            s.send_copy(message, &r.address()).unwrap();
+        }
+        let m = region.mapped();
+        let Address { slot, generation } = r.address();
+        registry::begin_leave(m, slot, generation);
+        let mut released = 0;
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            r.close_queue_then(|value| {
+                r.release_entry(value);
+                released = value;
+                panic!("killed after releasing an entry");
+            });
+        }));
+        assert!(killed.is_err());
+        let (r_bit, r_packed) = (r.bit, r.packed);
+        std::mem::forget(r);
+        // `s` loans the chunk just freed (one of the three not queued for
+        // `r`), and is sending it to `r`: the holders word names both, the
+        // push has not failed yet.
+        let freed = m.entry(released).unwrap();
+        let loans: Vec<_> = (0..3).map(|_| s.try_loan(1).unwrap()).collect();
+        assert!(loans
+            .iter()
+            .any(|l| l.as_ptr() == freed.payload.cast_const()));
+        let header = freed.header;
+        header.holders.store(s.bit | r_bit, Ordering::Relaxed);
+        header.sender.store(s.packed, Ordering::Relaxed);
+        header.dest.store(r_packed, Ordering::Relaxed);
+        sweep::reclaim(m, &region.shared.futex, slot);
+        assert_eq!(
+            header.holders.load(Ordering::Relaxed),
+            s.bit,
+            "the sweep freed a chunk the sender holds"
+        );
+        drop(loans);
+        drop(s);
+        let usage = region.pool_usage();
+        assert_eq!(usage[0].free, usage[0].count, "{usage:?}");
     }
 }

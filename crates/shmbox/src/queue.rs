@@ -439,7 +439,10 @@ impl<'a> OffsetQueue<'a> {
 
     /// Consumer (or whoever took over from a dead one): closes the queue and
     /// hands every entry still in it to `on_entry`. Afterwards no push can
-    /// succeed until [`reopen`](Self::reopen). Idempotent.
+    /// succeed until [`reopen`](Self::reopen). Idempotent, but for `head`:
+    /// a close after a joiner killed in the middle of reopening moves it
+    /// past the cells that joiner armed (they look like cells a killed
+    /// closer emptied), further past every entry.
     pub(crate) fn close(&self, on_entry: impl FnMut(u32)) {
         self.close_announcing(|_| {}, on_entry);
     }
@@ -542,8 +545,10 @@ impl<'a> OffsetQueue<'a> {
         let cap = self.cells.len() as u32;
         let start = (self.head.load(Ordering::Relaxed) as u32).wrapping_add(cap);
         // The new owner first: from here on, a producer addressing an
-        // earlier owner is refused at once, whatever the cells hold. (Nobody
-        // addresses the new owner before it is active.)
+        // earlier owner is refused at once, whatever the cells hold. Nobody
+        // addresses the new owner before it is active; its producers see
+        // the cells armed through the registry (its activation is a SeqCst
+        // store after this, their lookup an acquire load).
         store_among_rmws(self.tail, tail_word(owner, start), Ordering::Release);
         for k in 0..armed.min(cap) {
             let pos = start.wrapping_add(k);

@@ -45,7 +45,8 @@
 //! else (a sweeper closing a dead participant's queue, a participant
 //! closing its own) are taken over with a compare-and-swap: a sweeper of
 //! their dead sender may have found them in neither place (a sweeper's
-//! close does not announce them) and freed them.
+//! close does not announce them) and freed them. (A participant closing its
+//! own queue announces them; the compare-and-swap costs nothing there.)
 //!
 //! A sweeper's compare-and-swap compares values, not versions: `D|S` (a
 //! message from the dead `D` to `S`) and `S|D` (`S`'s reply in the same
@@ -124,13 +125,25 @@ pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64
     }
 }
 
-/// Takes over and releases a queue entry nobody will read. Returns
-/// whether its chunk went back to the pool.
-pub(crate) fn discard<F: Futex>(m: &Mapped, futex: &F, value: u32, bit: u64) -> bool {
-    match m.decode(value) {
-        Ok(chunk) if take_over(m, chunk, bit) => release(m, futex, chunk, bit),
-        _ => false,
-    }
+/// Releases an entry taken out of a queue being closed, which nobody will
+/// read: takes its chunk over, calls `withdraw` (where the closer withdraws
+/// its announcement of the entry: from then on it holds the chunk, or the
+/// chunk is not its to free), then releases it. Returns whether the chunk
+/// went back to the pool. An announcement must never name a chunk that
+/// may be free: a sweep would take a new send in it for this entry.
+pub(crate) fn discard<F: Futex>(
+    m: &Mapped,
+    futex: &F,
+    value: u32,
+    bit: u64,
+    withdraw: impl FnOnce(),
+) -> bool {
+    let held = m
+        .decode(value)
+        .ok()
+        .filter(|&chunk| take_over(m, chunk, bit));
+    withdraw();
+    held.is_some_and(|chunk| release(m, futex, chunk, bit))
 }
 
 /// Whether the send of `chunk` reached its destination: the entry is in
@@ -186,12 +199,25 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
         participants: 1,
         ..SweepReport::default()
     };
+    // The entry the dead participant announced it was taking (a message
+    // it was receiving, or an entry of its queue it was releasing). Killed
+    // before the entry left the queue, it is released with the queue, and
+    // no longer announced once taken over (as it is freed, a new send may
+    // reuse its chunk).
+    let mut taking = view.taking.load(Ordering::Acquire);
     mailbox.queue.close(|value| {
         report.messages += 1;
-        report.chunks += u32::from(discard(m, futex, value, bit));
+        let announced = value == taking;
+        report.chunks += u32::from(discard(m, futex, value, bit, || {
+            if announced {
+                view.taking.store(0, Ordering::Release);
+            }
+        }));
+        if announced {
+            taking = 0;
+        }
     });
     mailbox.room.ring(futex, u32::MAX);
-    let taking = view.taking.load(Ordering::Acquire);
     for (class, layout) in m.layout.classes.iter().enumerate() {
         let class = class as u8;
         let mut freed = 0;
