@@ -1650,7 +1650,9 @@ impl fmt::Debug for Message<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Kept, CACHE_PER_CLASS};
+    use super::{Address, Kept, Mailbox, CACHE_PER_CLASS};
+    #[cfg(not(shmbox_loom))]
+    use crate::sweep;
 
     #[test]
     fn kept_chunks_are_a_stack_per_class_with_the_oldest_given_back_first() {
@@ -1681,14 +1683,11 @@ mod tests {
         assert_eq!(kept.classes(), 0);
     }
 
-    /// A participant killed while releasing the entries of its own queue
-    /// (as it leaves): the entry it was releasing is announced, so the
-    /// sweep frees its chunk (rather than leaving it with its sender), and
-    /// the sweep's close releases the entries behind it.
+    /// A region with a 4-chunk pool, `s` having sent `messages` to `r`, and
+    /// `r` leaving (`LEAVING`, its queue not closed yet).
     #[cfg(not(shmbox_loom))]
-    #[test]
-    fn a_participant_killed_while_closing_its_queue_leaks_no_chunk() {
-        use crate::{registry, sweep, Address, Config, Region, SizeClass};
+    fn leaving_with_queued(messages: &[&[u8]]) -> (crate::Region, Mailbox, Mailbox) {
+        use crate::{registry, Config, Region, SizeClass};
         let config = Config::default()
             .with_classes(&[SizeClass::new(64, 4)])
             .with_max_participants(4)
@@ -1696,14 +1695,26 @@ mod tests {
         let region = Region::in_process(&config).unwrap();
         let s = region.join("s").unwrap();
         let r = region.join("r").unwrap();
-        for message in [&b"one"[..], b"two", b"three"] {
+        for message in messages {
             s.send_copy(message, &r.address()).unwrap();
         }
-        // `r` leaves, and is killed while releasing its first entry: the
-        // entry has left the queue, its chunk is not yet taken over.
-        let m = region.mapped();
         let Address { slot, generation } = r.address();
-        registry::begin_leave(m, slot, generation);
+        registry::begin_leave(region.mapped(), slot, generation);
+        (region, s, r)
+    }
+
+    /// A participant killed while releasing the entries of its own queue
+    /// (as it leaves): the entry it was releasing is announced, so the
+    /// sweep frees its chunk (rather than leaving it with its sender), and
+    /// the sweep's close releases the entries behind it.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_participant_killed_while_closing_its_queue_leaks_no_chunk() {
+        let (region, s, r) = leaving_with_queued(&[b"one", b"two", b"three"]);
+        let m = region.mapped();
+        let slot = r.address().slot;
+        // `r` is killed while releasing its first entry: the entry has left
+        // the queue, its chunk is not yet taken over.
         let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             r.close_queue_then(|_| panic!("killed while releasing an entry"));
         }));
@@ -1729,21 +1740,10 @@ mod tests {
     #[cfg(not(shmbox_loom))]
     #[test]
     fn a_released_entry_is_no_longer_announced() {
-        use crate::{registry, sweep, Address, Config, Region, SizeClass};
         use std::sync::atomic::Ordering;
-        let config = Config::default()
-            .with_classes(&[SizeClass::new(64, 4)])
-            .with_max_participants(4)
-            .with_mailbox_capacity(4);
-        let region = Region::in_process(&config).unwrap();
-        let s = region.join("s").unwrap();
-        let r = region.join("r").unwrap();
-        for message in [&b"one"[..], b"two"] {
-            s.send_copy(message, &r.address()).unwrap();
-        }
+        let (region, s, r) = leaving_with_queued(&[b"one", b"two"]);
         let m = region.mapped();
-        let Address { slot, generation } = r.address();
-        registry::begin_leave(m, slot, generation);
+        let slot = r.address().slot;
         let mut released = 0;
         let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             r.close_queue_then(|value| {

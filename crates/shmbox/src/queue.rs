@@ -592,6 +592,42 @@ mod tests {
         h.store(u64::from(start), Ordering::Relaxed);
     }
 
+    /// `owner`'s empty queue of capacity 4 takes 4 entries, refuses a
+    /// fifth as full, and gives the 4 back in order.
+    fn assert_serves_a_lap(q: &OffsetQueue<'_>, owner: u32) {
+        for v in 1..=4 {
+            q.push(owner, v).unwrap();
+        }
+        assert_eq!(q.push(owner, 5), Err(PushError::Full));
+        for v in 1..=4 {
+            assert_eq!(q.pop(), Some(v));
+        }
+    }
+
+    /// No cell of `q` is armed for a position in `stale`, which an earlier
+    /// `owner`'s `tail` held, and a producer of that owner whose first
+    /// guess at such a `tail` failed is refused on its retry.
+    fn assert_refuses_positions(
+        q: &OffsetQueue<'_>,
+        owner: u32,
+        stale: std::ops::RangeInclusive<u32>,
+    ) {
+        for pos in stale {
+            for cell in q.cells {
+                assert_ne!(
+                    cell.load(Ordering::Relaxed),
+                    pack(pos, 0),
+                    "a cell is armed for position {pos} of the earlier owner"
+                );
+            }
+            let current = q.cell(pos).load(Ordering::Relaxed);
+            assert_eq!(
+                q.push_from(owner, 9, tail_word(owner, pos), current),
+                Err(PushError::Closed)
+            );
+        }
+    }
+
     #[test]
     fn fifo_full_and_wraparound() {
         let (t, h, c) = queue(4);
@@ -695,13 +731,7 @@ mod tests {
             q.close(|_| panic!("close is idempotent"));
             q.reopen(OWNER);
             assert_eq!(q.len(), 0);
-            for v in 1..=4 {
-                q.push(OWNER, v).unwrap();
-            }
-            assert_eq!(q.push(OWNER, 9), Err(PushError::Full));
-            for v in 1..=4 {
-                assert_eq!(q.pop(), Some(v));
-            }
+            assert_serves_a_lap(&q, OWNER);
         }
     }
 
@@ -733,32 +763,12 @@ mod tests {
             assert_eq!(drained.len() as u32, round % 5);
             let end = position_of(t.load(Ordering::Relaxed));
             q.reopen(next);
-            for stale in start..=end {
-                for cell in &c {
-                    assert_ne!(
-                        cell.load(Ordering::Relaxed),
-                        pack(stale, 0),
-                        "a cell is armed for position {stale} of the earlier owner"
-                    );
-                }
-                // A producer whose first guess at a stale `tail` failed.
-                let current = q.cell(stale).load(Ordering::Relaxed);
-                assert_eq!(
-                    q.push_from(owner, 9, tail_word(owner, stale), current),
-                    Err(PushError::Closed)
-                );
-            }
+            assert_refuses_positions(&q, owner, start..=end);
             assert_eq!(q.push(owner, 9), Err(PushError::Closed));
             assert!(!q.mark_waiting(owner), "no sleep on another owner's queue");
             assert_eq!(q.pop(), None);
             // The new owner's queue works, to capacity.
-            for v in 1..=4 {
-                q.push(next, v).unwrap();
-            }
-            assert_eq!(q.push(next, 5), Err(PushError::Full));
-            for v in 1..=4 {
-                assert_eq!(q.pop(), Some(v));
-            }
+            assert_serves_a_lap(&q, next);
         }
     }
 
@@ -827,28 +837,9 @@ mod tests {
         assert_eq!(drained, [2, 3, 4]);
         q.close(|_| panic!("close is idempotent"));
         q.reopen(OWNER + 1);
-        for stale in start..=end {
-            for cell in &c {
-                assert_ne!(
-                    cell.load(Ordering::Relaxed),
-                    pack(stale, 0),
-                    "a cell is armed for position {stale} of the earlier owner"
-                );
-            }
-            let current = q.cell(stale).load(Ordering::Relaxed);
-            assert_eq!(
-                q.push_from(OWNER, 9, tail_word(OWNER, stale), current),
-                Err(PushError::Closed)
-            );
-        }
+        assert_refuses_positions(&q, OWNER, start..=end);
         assert_eq!(q.pop(), None);
-        for v in 1..=4 {
-            q.push(OWNER + 1, v).unwrap();
-        }
-        assert_eq!(q.push(OWNER + 1, 5), Err(PushError::Full));
-        for v in 1..=4 {
-            assert_eq!(q.pop(), Some(v));
-        }
+        assert_serves_a_lap(&q, OWNER + 1);
     }
 
     /// A joiner killed in the middle of reopening, at any point: producers
@@ -873,13 +864,7 @@ mod tests {
             assert_eq!(q.push(OWNER, 9), Err(PushError::Closed), "{armed}");
             assert!(q.push(OWNER + 1, 9).is_err(), "{armed}");
             q.reopen(OWNER + 2);
-            for v in 1..=4 {
-                q.push(OWNER + 2, v).unwrap();
-            }
-            assert_eq!(q.push(OWNER + 2, 5), Err(PushError::Full));
-            for v in 1..=4 {
-                assert_eq!(q.pop(), Some(v));
-            }
+            assert_serves_a_lap(&q, OWNER + 2);
         }
     }
 
@@ -901,13 +886,7 @@ mod tests {
         assert_eq!(drained, [2, 3]);
         q.reopen(OWNER);
         // Every cell serves its lap again: the queue fills to capacity.
-        for v in 4..=7 {
-            q.push(OWNER, v).unwrap();
-        }
-        assert_eq!(q.push(OWNER, 8), Err(PushError::Full));
-        for v in 4..=7 {
-            assert_eq!(q.pop(), Some(v));
-        }
+        assert_serves_a_lap(&q, OWNER);
     }
 
     #[test]
