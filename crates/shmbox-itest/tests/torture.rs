@@ -1,12 +1,13 @@
 //! Kill torture: participants exchange checksummed, sequence-numbered
-//! messages through every size class while the driver SIGKILLs a random one
-//! at a random moment and restarts it, again and again (200 kills by
-//! default; `SHMBOX_KILLS=1000` for a soak, `SHMBOX_TORTURE_SEED` to replay).
+//! messages through every size class, and now and then leave and join
+//! again, while the driver SIGKILLs a random one at a random moment and
+//! restarts it, again and again (200 kills by default; `SHMBOX_KILLS=1000`
+//! for a soak, `SHMBOX_TORTURE_SEED` to replay).
 //!
 //! At the end every survivor must stop cleanly, the pool must be full
 //! again after a sweep, no message may be corrupt or delivered twice, and
 //! every message that was sent but never received must have been addressed
-//! to a participant that was killed.
+//! to a participant that was killed or left.
 
 use shmbox::{Config, Region, SizeClass};
 use std::collections::{HashMap, HashSet};
@@ -35,8 +36,15 @@ impl Drop for Scratch {
 struct Peer {
     child: Child,
     lines: mpsc::Receiver<String>,
-    /// Its address (slot, generation & 0xffff): unique to the incarnation.
-    address: (u32, u32),
+    /// Its first incarnation's address (see `ready_address`).
+    first: (u32, u32),
+}
+
+/// An incarnation's address as a `ready <slot> <generation>` line gives it:
+/// (slot, generation & 0xffff), unique to the incarnation.
+fn ready_address(line: &str) -> Option<(u32, u32)> {
+    let (slot, generation) = line.strip_prefix("ready ")?.split_once(' ')?;
+    Some((slot.parse().ok()?, generation.parse::<u32>().ok()? & 0xffff))
 }
 
 impl Drop for Peer {
@@ -67,21 +75,19 @@ fn spawn_peer(s: &Scratch, index: u32, seed: u64) -> Peer {
             let _ = tx.send(line);
         }
     });
+    // A peer that fails to start is killed (on drop) by the panic.
     let mut peer = Peer {
         child,
         lines,
-        address: (0, 0),
+        first: (0, 0),
     };
-    match peer.lines.recv_timeout(Duration::from_secs(20)) {
-        Ok(line) if line.starts_with("ready ") => {
-            let (slot, generation) = line[6..].split_once(' ').unwrap();
-            peer.address = (
-                slot.parse().unwrap(),
-                generation.parse::<u32>().unwrap() & 0xffff,
-            );
+    let line = peer.lines.recv_timeout(Duration::from_secs(20));
+    match line.as_deref().ok().and_then(ready_address) {
+        Some(address) => {
+            peer.first = address;
             peer
         }
-        other => panic!("peer p{index} did not start: {other:?}"),
+        None => panic!("peer p{index} did not start: {line:?}"),
     }
 }
 
@@ -146,7 +152,6 @@ fn kill_torture() {
     let mut peers: Vec<Peer> = (0..PEERS)
         .map(|i| spawn_peer(&scratch, i, next()))
         .collect();
-    let mut killed: HashSet<(u32, u32)> = HashSet::new();
     let mut swept = shmbox::SweepReport::default();
     for k in 0..kills {
         assert!(
@@ -165,7 +170,6 @@ fn kill_torture() {
         }
         peers[i].child.kill().unwrap();
         peers[i].child.wait().unwrap();
-        killed.insert(peers[i].address);
         if k % 8 == 0 {
             // Right after a sweep, every held chunk has a live holder.
             swept += region.sweep();
@@ -176,9 +180,11 @@ fn kill_torture() {
         peers[i] = spawn_peer(&scratch, i as u32, next());
     }
 
-    // Stop everyone; each drains its mailbox and exits on its own.
+    // Stop everyone; each drains its mailbox and exits on its own. The
+    // survivors are each peer's last incarnation.
     std::fs::write(scratch.dir.join("stop"), b"").unwrap();
     let stop_by = Instant::now() + Duration::from_secs(60);
+    let mut survivors: HashSet<(u32, u32)> = HashSet::new();
     for (i, p) in peers.iter_mut().enumerate() {
         loop {
             if let Some(status) = p.child.try_wait().unwrap() {
@@ -189,6 +195,9 @@ fn kill_torture() {
                     "p{i}: {lines:?}"
                 );
                 eprintln!("p{i}: {}", lines.last().unwrap());
+                // The incarnation it started with, if it never rejoined.
+                let last = lines.iter().rev().find_map(|l| ready_address(l));
+                survivors.insert(last.unwrap_or(p.first));
                 break;
             }
             assert!(
@@ -204,9 +213,11 @@ fn kill_torture() {
     shmbox_itest::assert_nothing_left(&region);
 
     // Every message: received at most once, by the participant it was sent
-    // to; sent-but-lost only towards killed participants.
+    // to; sent-but-lost only towards participants killed or departed.
     let mut sent: HashMap<(u32, u64), (u32, u32)> = HashMap::new();
     let mut received: HashMap<(u32, u64), (u32, u32)> = HashMap::new();
+    let mut incarnations: HashSet<(u32, u32)> = HashSet::new();
+    let mut left: HashSet<(u32, u32)> = HashSet::new();
     for entry in std::fs::read_dir(&scratch.dir).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_string();
@@ -218,6 +229,7 @@ fn kill_torture() {
             slot.parse().unwrap(),
             generation.parse::<u32>().unwrap() & 0xffff,
         );
+        incarnations.insert(me);
         let text = std::fs::read_to_string(&path).unwrap();
         // A killed participant's last line may be cut short; no other.
         let lines: Vec<&str> = text.lines().collect();
@@ -233,6 +245,10 @@ fn kill_torture() {
                     sent.insert(key, dest);
                     Some(())
                 })(),
+                ("L", 1) => {
+                    left.insert(me);
+                    Some(())
+                }
                 ("R", 3) => (|| {
                     let key = (f[1].parse::<u32>().ok()?, f[2].parse::<u64>().ok()?);
                     if let Some(first) = received.insert(key, me) {
@@ -248,6 +264,12 @@ fn kill_torture() {
             );
         }
     }
+    // Killed: every incarnation that neither left nor survived.
+    let killed: HashSet<(u32, u32)> = incarnations
+        .iter()
+        .filter(|a| !left.contains(a) && !survivors.contains(a))
+        .copied()
+        .collect();
     let sender_of = |id: u32| (id >> 16, id & 0xffff);
     for (key, receiver) in &received {
         match sent.get(key) {
@@ -265,15 +287,16 @@ fn kill_torture() {
     for (key, dest) in &sent {
         if !received.contains_key(key) {
             assert!(
-                killed.contains(dest),
-                "message {key:?} to live participant {dest:?} was lost"
+                !survivors.contains(dest),
+                "message {key:?} to surviving participant {dest:?} was lost"
             );
             lost += 1;
         }
     }
     eprintln!(
-        "kill torture: {kills} kills, {} messages sent, {} received, {lost} lost (all to killed participants); \
-         driver sweeps reclaimed {} participants, {} chunks",
+        "kill torture: {kills} kills, {} departures, {} messages sent, {} received, {lost} lost \
+         (all to killed or departed participants); driver sweeps reclaimed {} participants, {} chunks",
+        left.len(),
         sent.len(),
         received.len(),
         swept.participants,

@@ -174,12 +174,16 @@ fn race(region: &str, index: u32, start_ns: u64) -> Result<String, String> {
 
 /// One participant of the kill-torture test. Until `stop_file` exists it
 /// sends checksummed, sequence-numbered messages of every size class to
-/// random peers, receives, holds loans and messages for a while, and
-/// sometimes dawdles so mailboxes fill and senders block. Every message it
-/// sent (`S`) or received (`R`) goes to `LOG_DIR/s<SLOT>.<GENERATION>.log`
-/// as `S sender seq dest_slot dest_generation` / `R sender seq`, where
-/// `sender` packs the sender's slot and generation (its address: unique to
-/// the incarnation). It prints `ready <slot> <generation>` once joined. When stopped it drains its mailbox and exits.
+/// random peers, receives, holds loans and messages for a while, sometimes
+/// dawdles so mailboxes fill and senders block, and now and then leaves
+/// the region and joins it again under the same name (a new incarnation).
+/// Every message an incarnation sent (`S`) or received (`R`) goes to
+/// `LOG_DIR/s<SLOT>.<GENERATION>.log` as `S sender seq dest_slot
+/// dest_generation` / `R sender seq`, where `sender` packs the sender's
+/// slot and generation (its address: unique to the incarnation); an
+/// incarnation that leaves writes `L` last. Each incarnation prints
+/// `ready <slot> <generation>` once joined. When stopped it drains its
+/// mailbox and exits.
 fn torture(
     region: &str,
     index: u32,
@@ -189,115 +193,171 @@ fn torture(
     seed: u64,
 ) -> Result<String, String> {
     let region = Region::open(region).map_err(|e| e.to_string())?;
-    let strategy = [
-        WaitStrategy::Spin,
-        WaitStrategy::Adaptive,
-        WaitStrategy::Park,
-    ][(seed % 3) as usize];
-    let me = region
-        .join_with(&format!("p{index}"), strategy)
-        .map_err(|e| e.to_string())?;
-    // An incarnation is its address: slots are reused, but each reuse bumps
-    // the slot's generation.
-    let (slot, generation) = (me.address().slot(), me.address().generation());
-    let id = (slot << 16) | (generation & 0xffff);
-    let path = format!("{log_dir}/s{slot}.{generation}.log");
-    // Unbuffered: one write per line, so a kill loses at most the line
-    // being written.
-    let mut log = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    println!("ready {slot} {generation}");
-    std::io::stdout().flush().map_err(|e| e.to_string())?;
-    let classes = class_sizes(&region);
-    let short = Duration::from_millis(50);
-    let mut rng = seed ^ u64::from(id) << 32;
-    let mut next = || {
-        rng = mix(rng);
-        rng
+    let mut t = Torture {
+        index,
+        peers,
+        log_dir,
+        stop: std::path::Path::new(stop_file),
+        rng: seed,
+        strategy: [
+            WaitStrategy::Spin,
+            WaitStrategy::Adaptive,
+            WaitStrategy::Park,
+        ][(seed % 3) as usize],
+        classes: class_sizes(&region),
+        sent: 0,
+        received: 0,
+        steps: 0,
+        no_loan: 0,
+        full: 0,
+        gone: 0,
+        rejoins: 0,
     };
-    let mut seq = 0u64;
-    let mut held_messages = Vec::new();
-    let mut held_loans = Vec::new();
-    let mut received = 0u64;
-    let mut sent = 0u64;
-    let stop = std::path::Path::new(stop_file);
-    let mut step = 0u64;
-    let (mut no_loan, mut full, mut gone) = (0u64, 0u64, 0u64);
-    while !(step.is_multiple_of(8) && stop.exists()) {
-        step += 1;
-        match next() % 16 {
-            0..=6 => {
-                let to = (index + 1 + (next() % u64::from(peers - 1)) as u32) % peers;
-                let Ok(dest) = region.address(&format!("p{to}")) else {
-                    continue;
-                };
-                let len = message_len(id, seq, &classes);
-                let Ok(mut loan) = me.loan_timeout(len, short) else {
-                    no_loan += 1;
-                    continue;
-                };
-                fill(&mut loan, id, seq);
-                match me.send_timeout(loan, &dest, short) {
-                    Ok(()) => {
-                        let (dslot, dgen) = (dest.slot(), dest.generation());
-                        let line = format!("S {id} {seq} {dslot} {dgen}\n");
-                        log.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-                        sent += 1;
-                    }
-                    Err(shmbox::SendTimeoutError::Timeout(_)) => full += 1,
-                    Err(shmbox::SendTimeoutError::Disconnected(_)) => gone += 1,
-                }
-                seq += 1;
-            }
-            7..=11 => {
-                let wait = Duration::from_micros(next() % 3000);
-                if let Ok(msg) = me.recv_timeout(wait) {
-                    check(&msg, &mut log)?;
-                    received += 1;
-                    if next() % 4 == 0 && held_messages.len() < 3 {
-                        held_messages.push(msg);
-                    }
-                }
-            }
-            12 => {
-                held_messages.clear();
-            }
-            13 => {
-                if held_loans.len() < 2 {
-                    let len = message_len(id, next(), &classes);
-                    if let Ok(loan) = me.try_loan(len) {
-                        held_loans.push(loan);
-                    }
-                } else {
-                    held_loans.clear();
-                }
-            }
-            14 => std::thread::sleep(Duration::from_micros(next() % 5000)),
-            _ => {
-                if next() % 8 == 0 {
-                    region.sweep();
-                }
-            }
-        }
+    while t.incarnation(&region)? {
+        t.rejoins += 1;
     }
-    held_messages.clear();
-    held_loans.clear();
-    // The others stop sending within one step of the stop file appearing:
-    // keep receiving for a while, then until the mailbox stays quiet.
-    let until = Instant::now() + Duration::from_secs(1);
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        if let Ok(msg) = me.recv_timeout(left) {
-            check(&msg, &mut log)?;
-            received += 1;
-        }
-    }
-    while let Ok(msg) = me.recv_timeout(Duration::from_millis(300)) {
-        check(&msg, &mut log)?;
-        received += 1;
-    }
-    log.flush().map_err(|e| e.to_string())?;
     Ok(format!(
-        "sent={sent} received={received} steps={step} no_loan={no_loan} full={full} gone={gone}"
+        "sent={} received={} steps={} no_loan={} full={} gone={} rejoins={}",
+        t.sent, t.received, t.steps, t.no_loan, t.full, t.gone, t.rejoins
     ))
+}
+
+/// A torture participant's state across its incarnations.
+struct Torture<'a> {
+    index: u32,
+    peers: u32,
+    log_dir: &'a str,
+    stop: &'a std::path::Path,
+    rng: u64,
+    strategy: WaitStrategy,
+    classes: Vec<u64>,
+    sent: u64,
+    received: u64,
+    steps: u64,
+    no_loan: u64,
+    full: u64,
+    gone: u64,
+    rejoins: u64,
+}
+
+impl Torture<'_> {
+    fn next(&mut self) -> u64 {
+        self.rng = mix(self.rng);
+        self.rng
+    }
+
+    /// One incarnation: joins, works until it decides to leave (`true`: join
+    /// again) or the stop file appears (`false`, after draining).
+    fn incarnation(&mut self, region: &Region) -> Result<bool, String> {
+        let me = region
+            .join_with(&format!("p{}", self.index), self.strategy)
+            .map_err(|e| e.to_string())?;
+        // An incarnation is its address: slots are reused, but each reuse
+        // bumps the slot's generation.
+        let (slot, generation) = (me.address().slot(), me.address().generation());
+        let id = (slot << 16) | (generation & 0xffff);
+        let path = format!("{}/s{slot}.{generation}.log", self.log_dir);
+        // Unbuffered: one write per line, so a kill loses at most the line
+        // being written.
+        let mut log = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        println!("ready {slot} {generation}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        self.rng ^= u64::from(id) << 32;
+        let short = Duration::from_millis(50);
+        let mut seq = 0u64;
+        let mut held_messages = Vec::new();
+        let mut held_loans = Vec::new();
+        loop {
+            if self.steps.is_multiple_of(8) && self.stop.exists() {
+                break;
+            }
+            self.steps += 1;
+            match self.next() % 16 {
+                0..=6 => {
+                    let to = (self.index + 1 + (self.next() % u64::from(self.peers - 1)) as u32)
+                        % self.peers;
+                    let Ok(dest) = region.address(&format!("p{to}")) else {
+                        continue;
+                    };
+                    let len = message_len(id, seq, &self.classes);
+                    let Ok(mut loan) = me.loan_timeout(len, short) else {
+                        self.no_loan += 1;
+                        continue;
+                    };
+                    fill(&mut loan, id, seq);
+                    match me.send_timeout(loan, &dest, short) {
+                        Ok(()) => {
+                            let (dslot, dgen) = (dest.slot(), dest.generation());
+                            let line = format!("S {id} {seq} {dslot} {dgen}\n");
+                            log.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                            self.sent += 1;
+                        }
+                        Err(shmbox::SendTimeoutError::Timeout(_)) => self.full += 1,
+                        Err(shmbox::SendTimeoutError::Disconnected(_)) => self.gone += 1,
+                    }
+                    seq += 1;
+                }
+                7..=11 => {
+                    let wait = Duration::from_micros(self.next() % 3000);
+                    if let Ok(msg) = me.recv_timeout(wait) {
+                        check(&msg, &mut log)?;
+                        self.received += 1;
+                        if self.next().is_multiple_of(4) && held_messages.len() < 3 {
+                            held_messages.push(msg);
+                        }
+                    }
+                }
+                12 => {
+                    held_messages.clear();
+                }
+                13 => {
+                    if held_loans.len() < 2 {
+                        let len = message_len(id, self.next(), &self.classes);
+                        if let Ok(loan) = me.try_loan(len) {
+                            held_loans.push(loan);
+                        }
+                    } else {
+                        held_loans.clear();
+                    }
+                }
+                14 => std::thread::sleep(Duration::from_micros(self.next() % 5000)),
+                _ => match self.next() % 16 {
+                    0..=1 => {
+                        region.sweep();
+                    }
+                    2 => {
+                        // Leave with whatever is queued for us (released
+                        // unread) and join again. `L` first: a kill while
+                        // leaving still counts as a departure.
+                        drop(held_messages);
+                        drop(held_loans);
+                        log.write_all(b"L\n").map_err(|e| e.to_string())?;
+                        drop(me);
+                        return Ok(true);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        held_messages.clear();
+        held_loans.clear();
+        // The others stop sending within one step of the stop file
+        // appearing: keep receiving for a while, then until the mailbox
+        // stays quiet.
+        let until = Instant::now() + Duration::from_secs(1);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if let Ok(msg) = me.recv_timeout(left) {
+                check(&msg, &mut log)?;
+                self.received += 1;
+            }
+        }
+        while let Ok(msg) = me.recv_timeout(Duration::from_millis(300)) {
+            check(&msg, &mut log)?;
+            self.received += 1;
+        }
+        log.flush().map_err(|e| e.to_string())?;
+        Ok(false)
+    }
 }
 
 /// Verifies a torture message and logs its receipt.
