@@ -1733,6 +1733,33 @@ mod tests {
         drop(loans);
     }
 
+    /// A sweeper killed while releasing an entry of a dead participant's
+    /// queue leaves it announced: the next sweep frees its chunk (rather
+    /// than leaving it with its sender) and releases the entries behind it.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_sweeper_killed_while_releasing_an_entry_leaks_no_chunk() {
+        let (region, s, r) = leaving_with_queued(&[b"one", b"two", b"three"]);
+        let m = region.mapped();
+        let slot = r.address().slot;
+        std::mem::forget(r); // killed, its queue full
+        let futex = &region.shared.futex;
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sweep::reclaim_releasing(m, futex, slot, |_| panic!("sweeper killed"));
+        }));
+        assert!(killed.is_err());
+        let report = sweep::reclaim(m, futex, slot);
+        assert_eq!(report.messages, 2, "the entries behind the first");
+        assert_eq!(report.chunks, 3, "each entry's chunk freed once");
+        let loans: Vec<_> = (0..4)
+            .map(|i| {
+                s.try_loan(1)
+                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
+            })
+            .collect();
+        drop(loans);
+    }
+
     /// A participant killed after releasing an entry of its own queue, as
     /// it leaves, no longer announces that entry: its chunk, free again,
     /// may already carry another participant's send to it, and the sweep

@@ -20,13 +20,13 @@
 //! 1. marks the slot `LEAVING`, so lookups no longer find the participant;
 //! 2. closes its queue, so senders see the participant gone, and releases
 //!    every entry in it (messages that were addressed to the dead
-//!    participant). A participant closing its own queue (leaving, or
-//!    joining a slot whose queue still holds entries) announces in `taking`
-//!    each entry it releases: killed in the middle, it leaves that entry
-//!    announced, a message it was taking (step 3). A sweeper does not
-//!    announce: one killed while releasing an entry leaves that entry's
-//!    chunk with its sender until the sender leaves (a second fault, after
-//!    the death being swept);
+//!    participant). Whoever closes a queue (its owner leaving, a joiner
+//!    finding entries left in it, a sweeper) announces in the slot's
+//!    `taking` each entry it releases, and withdraws the announcement once
+//!    it holds the chunk: killed in the middle, it leaves that entry
+//!    announced. A sweeper first settles an announcement it finds: an entry
+//!    still queued is released with the queue, one that has left it is a
+//!    message being taken (step 3);
 //! 3. clears its bit on every chunk. A chunk it held alone returns to the
 //!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
 //!    `R`'s queue nor announced by `R` was never published: `R` never saw it,
@@ -43,10 +43,9 @@
 //! have is a sweeper of a dead sender, and it writes the same value (see
 //! [`pool::take_over_announced`]). Entries taken out of a queue by anyone
 //! else (a sweeper closing a dead participant's queue, a participant
-//! closing its own) are taken over with a compare-and-swap: a sweeper of
-//! their dead sender may have found them in neither place (a sweeper's
-//! close does not announce them) and freed them. (A participant closing its
-//! own queue announces them; the compare-and-swap costs nothing there.)
+//! closing its own) are taken over with a compare-and-swap, though they are
+//! announced too: it costs nothing off the hot path, and keeps a closer
+//! safe against any sweeper that frees what it finds in neither place.
 //!
 //! A sweeper's compare-and-swap compares values, not versions: `D|S` (a
 //! message from the dead `D` to `S`) and `S|D` (`S`'s reply in the same
@@ -186,6 +185,23 @@ fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
 /// Reclaims the slot of a dead participant. The caller holds the slot's
 /// liveness lock (so the owner is dead and no other sweeper is here).
 pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport {
+    let taking = m.slot(slot).taking;
+    reclaim_releasing(m, futex, slot, |value| {
+        discard(m, futex, value, 1u64 << slot, || {
+            taking.store(0, Ordering::Release);
+        })
+    })
+}
+
+/// [`reclaim`], releasing each entry of the dead participant's queue with
+/// `release` (which withdraws its announcement once it holds the chunk).
+/// Separate so that tests can stop there.
+pub(crate) fn reclaim_releasing<F: Futex>(
+    m: &Mapped,
+    futex: &F,
+    slot: u32,
+    mut release: impl FnMut(u32) -> bool,
+) -> SweepReport {
     let view = m.slot(slot);
     let state = view.state.load(Ordering::Acquire);
     if registry::status(state) == registry::FREE {
@@ -193,36 +209,43 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
     }
     let generation = registry::generation(state);
     registry::mark_leaving(m, slot, generation);
-    let bit = 1u64 << slot;
     let mailbox = m.mailbox(slot);
     let mut report = SweepReport {
         participants: 1,
         ..SweepReport::default()
     };
-    // The entry the dead participant announced it was taking (a message
-    // it was receiving, or an entry of its queue it was releasing). Killed
-    // before the entry left the queue, it is released with the queue, and
-    // no longer announced once taken over (as it is freed, a new send may
-    // reuse its chunk).
-    let mut taking = view.taking.load(Ordering::Acquire);
-    mailbox.queue.close(|value| {
-        report.messages += 1;
-        let announced = value == taking;
-        report.chunks += u32::from(discard(m, futex, value, bit, || {
-            if announced {
-                view.taking.store(0, Ordering::Release);
+    // An announcement left in the slot: by the dead participant (a message
+    // it was receiving, or an entry of its queue it was releasing), or by
+    // a sweeper killed while releasing an entry of its queue. An entry
+    // still queued is released with the queue below; one that has left the
+    // queue is reclaimed now, before this sweep announces entries of its
+    // own in the same word.
+    let taking = view.taking.load(Ordering::Acquire);
+    if taking != 0 && !mailbox.queue.contains(taking) {
+        if let Ok(chunk) = m.decode(taking) {
+            if reclaim_chunk(m, chunk, slot, taking) {
+                m.pool_waiters(chunk.class).notify(futex);
+                report.chunks += 1;
             }
-        }));
-        if announced {
-            taking = 0;
         }
-    });
+    }
+    view.taking.store(0, Ordering::Release);
+    // Each entry is announced while it is released, as when a participant
+    // closes its own queue: a sweeper killed in the middle leaves it for
+    // the next one.
+    mailbox.queue.close_announcing(
+        |value| view.taking.store(value, Ordering::Release),
+        |value| {
+            report.messages += 1;
+            report.chunks += u32::from(release(value));
+        },
+    );
     mailbox.room.ring(futex, u32::MAX);
     for (class, layout) in m.layout.classes.iter().enumerate() {
         let class = class as u8;
         let mut freed = 0;
         for index in 0..layout.count {
-            freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot, taking));
+            freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot, 0));
         }
         freed += m.pool(class).repair();
         if freed > 0 {
@@ -230,7 +253,6 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
         }
         report.chunks += freed;
     }
-    view.taking.store(0, Ordering::Release);
     // Its notice of chunks kept asleep: they are reclaimed.
     view.kept_asleep.store(0, Ordering::Relaxed);
     registry::finish_leave(m, slot, generation);
