@@ -1349,15 +1349,16 @@ impl Mailbox {
     }
 
     fn refusal_of(&self, at: ChunkAt<'_>, held: bool) -> Refusal {
+        // An announcement never names a chunk that is not ours, or may be
+        // free (see `sweep::discard`): withdrawn before anything else.
+        let m = self.mapped();
+        m.slot(self.address.slot).taking.store(0, Ordering::Release);
         if !held {
             return Refusal::Skipped;
         }
         let header = at.header;
         let len = header.len.load(Ordering::Relaxed) & !BATCH_FLAG;
         let to_us = header.dest.load(Ordering::Relaxed) == self.packed;
-        // Withdrawn before the chunk may be free (see `sweep::discard`).
-        let m = self.mapped();
-        m.slot(self.address.slot).taking.store(0, Ordering::Release);
         self.release(at.r, &header.holders);
         if to_us && len > at.capacity as u64 {
             return Refusal::Corrupt(Corruption {
@@ -1724,6 +1725,35 @@ mod tests {
         assert_eq!(report.messages, 2, "the entries behind the first");
         assert_eq!(report.chunks, 3, "each entry's chunk freed once");
         // `s` is alive and idle: every chunk of the region is its to loan.
+        let loans: Vec<_> = (0..4)
+            .map(|i| {
+                s.try_loan(1)
+                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
+            })
+            .collect();
+        drop(loans);
+    }
+
+    /// A participant killed while receiving, its message out of the queue
+    /// and announced, not yet taken over: the sweep releases it (the
+    /// sender's send is over), and the entries behind it with the queue.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_participant_killed_while_receiving_leaks_no_chunk() {
+        use std::sync::atomic::Ordering;
+        let (region, s, r) = leaving_with_queued(&[b"one", b"two"]);
+        let m = region.mapped();
+        let slot = r.address().slot;
+        let taking = m.slot(slot).taking;
+        let taken = m.mailbox(slot).queue.take_unarmed(|value| {
+            taking.store(value, Ordering::Release);
+        });
+        assert!(taken.is_some());
+        std::mem::forget(r); // killed before re-arming the cell
+        let report = sweep::reclaim(m, &region.shared.futex, slot);
+        assert_eq!(report.messages, 1, "the entry behind it");
+        assert_eq!(report.chunks, 2, "each chunk freed once");
+        assert_eq!(taking.load(Ordering::Relaxed), 0);
         let loans: Vec<_> = (0..4)
             .map(|i| {
                 s.try_loan(1)

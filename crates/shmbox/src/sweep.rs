@@ -18,22 +18,25 @@
 //! the next one; every step below is idempotent). It then:
 //!
 //! 1. marks the slot `LEAVING`, so lookups no longer find the participant;
-//! 2. closes its queue, so senders see the participant gone, and releases
+//! 2. settles the entry announced in the slot's `taking` word, if any: the
+//!    message the participant was receiving (`S|D`), or an entry of its
+//!    queue that it, or a sweeper killed before this one, was releasing.
+//!    Still in the queue, it is released with the queue (step 3); out of
+//!    it, nobody else will read it, and it is released now;
+//! 3. closes its queue, so senders see the participant gone, and releases
 //!    every entry in it (messages that were addressed to the dead
 //!    participant). Whoever closes a queue (its owner leaving, a joiner
-//!    finding entries left in it, a sweeper) announces in the slot's
-//!    `taking` each entry it releases, and withdraws the announcement once
-//!    it holds the chunk: killed in the middle, it leaves that entry
-//!    announced. A sweeper first settles an announcement it finds: an entry
-//!    still queued is released with the queue, one that has left it is a
-//!    message being taken (step 3);
-//! 3. clears its bit on every chunk. A chunk it held alone returns to the
+//!    finding entries left in it, a sweeper) announces each entry it
+//!    releases in the slot's `taking`, as a receive does, and withdraws the
+//!    announcement once it holds the chunk, before freeing it: killed at
+//!    any point, it leaves the entry queued, announced and held, or held
+//!    by the slot alone;
+//! 4. clears its bit on every chunk. A chunk it held alone returns to the
 //!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
 //!    `R`'s queue nor announced by `R` was never published: `R` never saw it,
-//!    so it returns to the pool too, and so does the message `D` announced
-//!    it was taking (`S|D`). Otherwise only `D`'s bit goes;
-//! 4. repairs the free bitmap (a releaser killed between its two steps);
-//! 5. frees the slot.
+//!    so it returns to the pool too. Otherwise only `D`'s bit goes;
+//! 5. repairs the free bitmap (a releaser killed between its two steps);
+//! 6. frees the slot.
 //!
 //! Every update a sweeper makes is a compare-and-swap from the value the
 //! decision was made on, so a receiver taking over concurrently either wins
@@ -159,21 +162,15 @@ fn published(m: &Mapped, chunk: ChunkRef) -> bool {
         || m.slot(dest.slot).taking.load(Ordering::Acquire) == value
 }
 
-/// Clears dead slot `slot`'s bit from `chunk`; `taking` is the entry the
-/// dead participant announced it was receiving. Returns whether the chunk
-/// was freed.
-fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
+/// Clears dead slot `slot`'s bit from `chunk` (the entry it announced
+/// taking is settled before). Returns whether the chunk was freed.
+fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32) -> bool {
     let header = m.chunk(chunk);
-    // A send of ours that never reached the receiver's queue, or a message
-    // we were in the middle of taking over: nobody else will ever look at
-    // the chunk again.
+    // A send of ours that never reached the receiver's queue: nobody else
+    // will ever look at the chunk again.
     let abandoned = || {
         let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
-        let dest = Address::unpack(header.dest.load(Ordering::Relaxed));
-        let unsent = sender.slot == slot && !published(m, chunk);
-        let half_taken =
-            taking != 0 && m.encode(chunk) == taking && dest.slot == slot && sender.slot != slot;
-        unsent || half_taken
+        sender.slot == slot && !published(m, chunk)
     };
     let freed = pool::reclaim(&header.holders, 1u64 << slot, abandoned);
     if freed {
@@ -185,11 +182,18 @@ fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32, taking: u32) -> bool {
 /// Reclaims the slot of a dead participant. The caller holds the slot's
 /// liveness lock (so the owner is dead and no other sweeper is here).
 pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport {
-    let taking = m.slot(slot).taking;
     reclaim_releasing(m, futex, slot, |value| {
-        discard(m, futex, value, 1u64 << slot, || {
-            taking.store(0, Ordering::Release);
-        })
+        release_announced(m, futex, slot, value)
+    })
+}
+
+/// Releases `value`, an entry of dead slot `slot`'s queue announced in its
+/// `taking` word: takes the chunk over, withdraws the announcement, then
+/// frees it (see [`discard`]). Returns whether the chunk was freed.
+fn release_announced<F: Futex>(m: &Mapped, futex: &F, slot: u32, value: u32) -> bool {
+    let taking = m.slot(slot).taking;
+    discard(m, futex, value, 1u64 << slot, || {
+        taking.store(0, Ordering::Release);
     })
 }
 
@@ -217,17 +221,14 @@ pub(crate) fn reclaim_releasing<F: Futex>(
     // An announcement left in the slot: by the dead participant (a message
     // it was receiving, or an entry of its queue it was releasing), or by
     // a sweeper killed while releasing an entry of its queue. An entry
-    // still queued is released with the queue below; one that has left the
-    // queue is reclaimed now, before this sweep announces entries of its
-    // own in the same word.
-    let taking = view.taking.load(Ordering::Acquire);
-    if taking != 0 && !mailbox.queue.contains(taking) {
-        if let Ok(chunk) = m.decode(taking) {
-            if reclaim_chunk(m, chunk, slot, taking) {
-                m.pool_waiters(chunk.class).notify(futex);
-                report.chunks += 1;
-            }
-        }
+    // still queued is released with the queue below. One that has left the
+    // queue is released now, as a closer releases an entry (taken over,
+    // the announcement withdrawn, then freed: killed at any point, this
+    // sweep leaves the entry announced and held, or held alone), before
+    // this sweep announces entries of its own in the same word.
+    let announced = view.taking.load(Ordering::Acquire);
+    if announced != 0 && !mailbox.queue.contains(announced) {
+        report.chunks += u32::from(release_announced(m, futex, slot, announced));
     }
     view.taking.store(0, Ordering::Release);
     // Each entry is announced while it is released, as when a participant
@@ -245,7 +246,7 @@ pub(crate) fn reclaim_releasing<F: Futex>(
         let class = class as u8;
         let mut freed = 0;
         for index in 0..layout.count {
-            freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot, 0));
+            freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot));
         }
         freed += m.pool(class).repair();
         if freed > 0 {
