@@ -1288,21 +1288,14 @@ impl Mailbox {
     /// Releases `value`, an entry of our queue being closed, announced: the
     /// announcement is withdrawn once we hold the chunk, before we free it.
     fn release_entry(&self, value: u32) {
-        let m = self.mapped();
-        let taking = m.slot(self.address.slot).taking;
-        sweep::discard(m, &self.region.shared.futex, value, self.bit, || {
-            taking.store(0, Ordering::Release);
-        });
+        let futex = &self.region.shared.futex;
+        sweep::release_announced(self.mapped(), futex, self.address.slot, value);
     }
 
     /// [`close_queue`](Self::close_queue), calling `release` on each entry.
     /// (Separate so that tests can stop there.)
     fn close_queue_then(&self, release: impl FnMut(u32)) {
-        let m = self.mapped();
-        let taking = m.slot(self.address.slot).taking;
-        m.mailbox(self.address.slot)
-            .queue
-            .close_announcing(|value| taking.store(value, Ordering::Release), release);
+        sweep::close_announced(self.mapped(), self.address.slot, release);
     }
 
     /// Takes over chunk `at`, taken from our message list, if it is a
@@ -1350,7 +1343,8 @@ impl Mailbox {
 
     fn refusal_of(&self, at: ChunkAt<'_>, held: bool) -> Refusal {
         // An announcement never names a chunk that is not ours, or may be
-        // free (see `sweep::discard`): withdrawn before anything else.
+        // free (see `sweep::release_announced`): withdrawn before anything
+        // else.
         let m = self.mapped();
         m.slot(self.address.slot).taking.store(0, Ordering::Release);
         if !held {
@@ -1704,6 +1698,18 @@ mod tests {
         (region, s, r)
     }
 
+    /// `s`, alive and idle, can loan all 4 chunks of the region at once.
+    #[cfg(not(shmbox_loom))]
+    fn assert_every_chunk_loanable(s: &Mailbox) {
+        let loans: Vec<_> = (0..4)
+            .map(|i| {
+                s.try_loan(1)
+                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
+            })
+            .collect();
+        drop(loans);
+    }
+
     /// A participant killed while releasing the entries of its own queue
     /// (as it leaves): the entry it was releasing is announced, so the
     /// sweep frees its chunk (rather than leaving it with its sender), and
@@ -1724,14 +1730,7 @@ mod tests {
         let report = sweep::reclaim(m, &region.shared.futex, slot);
         assert_eq!(report.messages, 2, "the entries behind the first");
         assert_eq!(report.chunks, 3, "each entry's chunk freed once");
-        // `s` is alive and idle: every chunk of the region is its to loan.
-        let loans: Vec<_> = (0..4)
-            .map(|i| {
-                s.try_loan(1)
-                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
-            })
-            .collect();
-        drop(loans);
+        assert_every_chunk_loanable(&s);
     }
 
     /// A participant killed while receiving, its message out of the queue
@@ -1754,13 +1753,7 @@ mod tests {
         assert_eq!(report.messages, 1, "the entry behind it");
         assert_eq!(report.chunks, 2, "each chunk freed once");
         assert_eq!(taking.load(Ordering::Relaxed), 0);
-        let loans: Vec<_> = (0..4)
-            .map(|i| {
-                s.try_loan(1)
-                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
-            })
-            .collect();
-        drop(loans);
+        assert_every_chunk_loanable(&s);
     }
 
     /// A sweeper killed while releasing an entry of a dead participant's
@@ -1781,13 +1774,7 @@ mod tests {
         let report = sweep::reclaim(m, futex, slot);
         assert_eq!(report.messages, 2, "the entries behind the first");
         assert_eq!(report.chunks, 3, "each entry's chunk freed once");
-        let loans: Vec<_> = (0..4)
-            .map(|i| {
-                s.try_loan(1)
-                    .unwrap_or_else(|e| panic!("chunk {i} of 4 lost: {e}"))
-            })
-            .collect();
-        drop(loans);
+        assert_every_chunk_loanable(&s);
     }
 
     /// A participant killed after releasing an entry of its own queue, as

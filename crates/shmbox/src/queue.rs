@@ -581,6 +581,15 @@ mod tests {
         )
     }
 
+    /// A queue of capacity `cap`, initialised and opened for [`OWNER`].
+    fn opened(cap: usize) -> (AtomicU64, AtomicU64, Vec<AtomicU64>) {
+        let (t, h, c) = queue(cap);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.init();
+        q.reopen(OWNER);
+        (t, h, c)
+    }
+
     /// Puts an empty queue of [`OWNER`] at position `start`, every cell
     /// armed for it.
     fn start_at(t: &AtomicU64, h: &AtomicU64, c: &[AtomicU64], start: u32) {
@@ -630,10 +639,8 @@ mod tests {
 
     #[test]
     fn fifo_full_and_wraparound() {
-        let (t, h, c) = queue(4);
+        let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         for lap in 0..10u32 {
             for i in 0..4 {
                 q.push(OWNER, lap * 10 + i + 1).unwrap();
@@ -740,10 +747,8 @@ mod tests {
     /// `tail` held, and a retry that reads the new `tail` is refused.
     #[test]
     fn a_reopened_queue_refuses_the_earlier_owner() {
-        let (t, h, c) = queue(4);
+        let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         for round in 0..6u32 {
             let (owner, next) = (OWNER + round, OWNER + round + 1);
             let start = position_of(t.load(Ordering::Relaxed));
@@ -777,10 +782,8 @@ mod tests {
     /// is an entry neither queued nor announced.
     #[test]
     fn close_announces_each_entry_before_it_leaves() {
-        let (t, h, c) = queue(4);
+        let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         for v in 1..=3 {
             q.push(OWNER, v).unwrap();
         }
@@ -818,10 +821,8 @@ mod tests {
     /// earlier owner may hold.
     #[test]
     fn a_closer_killed_while_draining_leaves_nothing_behind() {
-        let (t, h, c) = queue(4);
+        let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         let start = position_of(t.load(Ordering::Relaxed));
         for v in 1..=4 {
             q.push(OWNER, v).unwrap();
@@ -849,10 +850,8 @@ mod tests {
     #[test]
     fn a_joiner_killed_while_reopening_leaves_a_refusing_queue() {
         for armed in 0..=4 {
-            let (t, h, c) = queue(4);
+            let (t, h, c) = opened(4);
             let q = OffsetQueue::new(&t, &h, &c);
-            q.init();
-            q.reopen(OWNER);
             q.push(OWNER, 1).unwrap();
             assert_eq!(q.pop(), Some(1));
             q.close(|_| panic!("nothing was queued")); // OWNER leaves
@@ -870,10 +869,8 @@ mod tests {
 
     #[test]
     fn close_rearms_the_cell_of_a_consumer_killed_mid_take() {
-        let (t, h, c) = queue(4);
+        let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         for v in 1..=3 {
             q.push(OWNER, v).unwrap();
         }
@@ -891,10 +888,8 @@ mod tests {
 
     #[test]
     fn rearm_keeps_the_waiter_flag() {
-        let (t, h, c) = queue(2);
+        let (t, h, c) = opened(2);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         q.push(OWNER, 1).unwrap();
         q.push(OWNER, 2).unwrap();
         let (v, pos) = q.take_unarmed(|v| v).unwrap();
@@ -911,10 +906,8 @@ mod tests {
 
     #[test]
     fn mpsc_threads_lose_nothing() {
-        let (t, h, c) = queue(16);
+        let (t, h, c) = opened(16);
         let q = OffsetQueue::new(&t, &h, &c);
-        q.init();
-        q.reopen(OWNER);
         const PER: u32 = 20_000;
         let seen = std::thread::scope(|s| {
             for p in 0..3u32 {
@@ -1012,36 +1005,21 @@ mod loom_tests {
     /// or refused with `Closed` — never lost, never left behind.
     #[test]
     fn push_races_close() {
-        loom::model(|| {
-            let q = new_q(2);
-            let q2 = q.clone();
-            let producer = loom::thread::spawn(move || {
-                OffsetQueue::new(&q2.tail, &q2.head, &q2.cells).push(OWNER, 7)
-            });
-            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
-            let mut drained = Vec::new();
-            view.close(|v| drained.push(v));
-            let pushed = producer.join().unwrap();
-            match pushed {
-                Ok(_) => assert_eq!(drained, [7]),
-                Err(e) => {
-                    assert_eq!(e, PushError::Closed);
-                    assert!(drained.is_empty());
-                }
-            }
-            view.close(|_| panic!("entry left behind after close"));
-            view.reopen(OWNER);
-            view.push(OWNER, 9).unwrap();
-            assert_eq!(view.pop(), Some(9));
-        });
+        push_races_close_then(None);
     }
 
     /// A producer addressing the queue's owner races the owner's close and
-    /// the next owner's reopen: its value is drained by the close or
-    /// refused, never left in the next owner's queue.
+    /// the next owner's reopen: as above, and its value is never left in
+    /// the next owner's queue.
     #[test]
     fn push_races_close_and_reopen() {
-        loom::model(|| {
+        push_races_close_then(Some(OWNER + 1));
+    }
+
+    /// A producer pushes to [`OWNER`]'s queue while it is closed, and, with
+    /// `next`, reopened for that owner at once.
+    fn push_races_close_then(next: Option<u32>) {
+        loom::model(move || {
             let q = new_q(2);
             let q2 = q.clone();
             let producer = loom::thread::spawn(move || {
@@ -1050,13 +1028,10 @@ mod loom_tests {
             let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
             let mut drained = Vec::new();
             view.close(|v| drained.push(v));
-            view.reopen(OWNER + 1);
+            if let Some(owner) = next {
+                view.reopen(owner);
+            }
             let pushed = producer.join().unwrap();
-            assert_eq!(
-                view.pop(),
-                None,
-                "the next owner got the earlier owner's entry"
-            );
             match pushed {
                 Ok(_) => assert_eq!(drained, [7]),
                 Err(e) => {
@@ -1064,7 +1039,19 @@ mod loom_tests {
                     assert!(drained.is_empty());
                 }
             }
-            view.push(OWNER + 1, 9).unwrap();
+            let owner = match next {
+                Some(owner) => {
+                    let got = view.pop();
+                    assert_eq!(got, None, "the next owner got the earlier owner's entry");
+                    owner
+                }
+                None => {
+                    view.close(|_| panic!("entry left behind after close"));
+                    view.reopen(OWNER);
+                    OWNER
+                }
+            };
+            view.push(owner, 9).unwrap();
             assert_eq!(view.pop(), Some(9));
         });
     }

@@ -127,27 +127,6 @@ pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64
     }
 }
 
-/// Releases an entry taken out of a queue being closed, which nobody will
-/// read: takes its chunk over, calls `withdraw` (where the closer withdraws
-/// its announcement of the entry: from then on it holds the chunk, or the
-/// chunk is not its to free), then releases it. Returns whether the chunk
-/// went back to the pool. An announcement must never name a chunk that
-/// may be free: a sweep would take a new send in it for this entry.
-pub(crate) fn discard<F: Futex>(
-    m: &Mapped,
-    futex: &F,
-    value: u32,
-    bit: u64,
-    withdraw: impl FnOnce(),
-) -> bool {
-    let held = m
-        .decode(value)
-        .ok()
-        .filter(|&chunk| take_over(m, chunk, bit));
-    withdraw();
-    held.is_some_and(|chunk| release(m, futex, chunk, bit))
-}
-
 /// Whether the send of `chunk` reached its destination: the entry is in
 /// the receiver's queue, or the receiver announced it is taking it.
 fn published(m: &Mapped, chunk: ChunkRef) -> bool {
@@ -187,14 +166,32 @@ pub(crate) fn reclaim<F: Futex>(m: &Mapped, futex: &F, slot: u32) -> SweepReport
     })
 }
 
-/// Releases `value`, an entry of dead slot `slot`'s queue announced in its
-/// `taking` word: takes the chunk over, withdraws the announcement, then
-/// frees it (see [`discard`]). Returns whether the chunk was freed.
-fn release_announced<F: Futex>(m: &Mapped, futex: &F, slot: u32, value: u32) -> bool {
+/// Closes slot `slot`'s queue, announcing each entry in the slot's `taking`
+/// word before it leaves the queue, and handing it to `release` (which
+/// withdraws the announcement: [`release_announced`]). Whoever closes a
+/// queue, its owner or a sweeper, closes it so.
+pub(crate) fn close_announced(m: &Mapped, slot: u32, release: impl FnMut(u32)) {
     let taking = m.slot(slot).taking;
-    discard(m, futex, value, 1u64 << slot, || {
-        taking.store(0, Ordering::Release);
-    })
+    m.mailbox(slot)
+        .queue
+        .close_announcing(|value| taking.store(value, Ordering::Release), release);
+}
+
+/// Releases `value`, an entry taken out of slot `slot`'s queue being
+/// closed, which nobody will read, and announced in the slot's `taking`
+/// word: takes its chunk over, withdraws the announcement (from then on the
+/// slot holds the chunk, or the chunk is not its to free), then frees it.
+/// An announcement must never name a chunk that may be free: a sweep would
+/// take a new send in it for this entry. Returns whether the chunk went
+/// back to the pool.
+pub(crate) fn release_announced<F: Futex>(m: &Mapped, futex: &F, slot: u32, value: u32) -> bool {
+    let bit = 1u64 << slot;
+    let held = m
+        .decode(value)
+        .ok()
+        .filter(|&chunk| take_over(m, chunk, bit));
+    m.slot(slot).taking.store(0, Ordering::Release);
+    held.is_some_and(|chunk| release(m, futex, chunk, bit))
 }
 
 /// [`reclaim`], releasing each entry of the dead participant's queue with
@@ -234,13 +231,10 @@ pub(crate) fn reclaim_releasing<F: Futex>(
     // Each entry is announced while it is released, as when a participant
     // closes its own queue: a sweeper killed in the middle leaves it for
     // the next one.
-    mailbox.queue.close_announcing(
-        |value| view.taking.store(value, Ordering::Release),
-        |value| {
-            report.messages += 1;
-            report.chunks += u32::from(release(value));
-        },
-    );
+    close_announced(m, slot, |value| {
+        report.messages += 1;
+        report.chunks += u32::from(release(value));
+    });
     mailbox.room.ring(futex, u32::MAX);
     for (class, layout) in m.layout.classes.iter().enumerate() {
         let class = class as u8;
