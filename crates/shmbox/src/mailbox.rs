@@ -1016,12 +1016,14 @@ impl Mailbox {
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
     /// inside the error: nothing is lost.
+    ///
+    /// # Panics
+    ///
+    /// If `loan` was loaned by another mailbox (of this region or another
+    /// one): only the mailbox that loaned a chunk may send it.
     #[inline]
     pub fn try_send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), TrySendError<'m>> {
-        debug_assert!(
-            std::ptr::eq(loan.mailbox, self),
-            "loan sent from another mailbox"
-        );
+        self.assert_loaned_here(&loan);
         match self.deliver(&loan, to) {
             Ok(()) => {
                 loan.consume();
@@ -1064,6 +1066,16 @@ impl Mailbox {
         }
     }
 
+    /// Panics unless `loan` is one of ours. Sending another mailbox's loan
+    /// would publish a chunk we do not hold (in another region, even: a
+    /// chunk of ours at the same place), so this is checked in every build.
+    #[inline(always)]
+    fn assert_loaned_here(&self, loan: &Loan<'_>) {
+        if !std::ptr::eq(loan.mailbox, self) {
+            foreign_loan();
+        }
+    }
+
     /// Whether a send that found `slot`'s mailbox full should check its
     /// receiver's liveness (a syscall): the first time, then at most every
     /// [`FULL_CHECK_EVERY`] for that slot, so a sender retrying in a loop
@@ -1077,12 +1089,14 @@ impl Mailbox {
     }
 
     /// Sends `loan` to `to`, waiting while its mailbox is full.
+    ///
+    /// # Panics
+    ///
+    /// If `loan` was loaned by another mailbox (of this region or another
+    /// one): only the mailbox that loaned a chunk may send it.
     #[inline]
     pub fn send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), SendError<'m>> {
-        debug_assert!(
-            std::ptr::eq(loan.mailbox, self),
-            "loan sent from another mailbox"
-        );
+        self.assert_loaned_here(&loan);
         match self.deliver_or_wait(&loan, to, None) {
             Ok(()) => {
                 loan.consume();
@@ -1094,6 +1108,11 @@ impl Mailbox {
     }
 
     /// Sends `loan` to `to`, waiting at most `timeout` for room.
+    ///
+    /// # Panics
+    ///
+    /// If `loan` was loaned by another mailbox (of this region or another
+    /// one): only the mailbox that loaned a chunk may send it.
     #[inline]
     pub fn send_timeout<'m>(
         &self,
@@ -1101,10 +1120,7 @@ impl Mailbox {
         to: &Address,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<'m>> {
-        debug_assert!(
-            std::ptr::eq(loan.mailbox, self),
-            "loan sent from another mailbox"
-        );
+        self.assert_loaned_here(&loan);
         match self.deliver_or_wait(&loan, to, Some(timeout)) {
             Ok(()) => {
                 loan.consume();
@@ -1641,6 +1657,14 @@ impl fmt::Debug for Message<'_> {
             .field("sender", &self.sender())
             .finish()
     }
+}
+
+/// See [`Mailbox::assert_loaned_here`].
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn foreign_loan() -> ! {
+    panic!("a loan can only be sent by the mailbox that loaned it")
 }
 
 #[cfg(test)]

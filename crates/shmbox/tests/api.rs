@@ -235,6 +235,61 @@ fn full_mailbox_hands_the_loan_back() {
     assert_pool_full_when_idle(&region, &[&a, &b]);
 }
 
+/// Only the mailbox that loaned a chunk may send it: another mailbox of the
+/// same region (which does not hold the chunk), or of another region (where
+/// the same place is a chunk of its own), panics in every build, and the
+/// loan, dropped while unwinding, goes back to its own mailbox.
+#[test]
+fn a_loan_sent_through_another_mailbox_panics() {
+    let one = Region::in_process(&small()).unwrap();
+    let other = Region::in_process(&small()).unwrap();
+    let a = one.join("a").unwrap();
+    let b = one.join("b").unwrap();
+    let c = other.join("c").unwrap();
+    type Send = fn(&Mailbox, shmbox::Loan<'_>, &shmbox::Address);
+    let sends: [(&str, Send); 3] = [
+        ("try_send", |m, l, to| drop(m.try_send(l, to))),
+        ("send", |m, l, to| drop(m.send(l, to))),
+        ("send_timeout", |m, l, to| {
+            drop(m.send_timeout(l, to, Duration::from_millis(10)))
+        }),
+    ];
+    for (what, send) in sends {
+        for (through, to) in [(&b, b.address()), (&c, c.address())] {
+            let loan = a.try_loan(8).unwrap();
+            let panicked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(through, loan, &to)));
+            let message = panicked.expect_err(what);
+            let message = message
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| message.downcast_ref::<String>().map(String::as_str));
+            assert_eq!(
+                message,
+                Some("a loan can only be sent by the mailbox that loaned it"),
+                "{what}"
+            );
+            assert!(matches!(
+                to_mailbox(&to, &b, &c).try_recv(),
+                Err(TryRecvError::Empty)
+            ));
+        }
+    }
+    // Nothing was delivered, nothing is lost: every loan went back to `a`.
+    a.send_copy(b"ok", &b.address()).unwrap();
+    assert_eq!(&*b.try_recv().unwrap(), b"ok");
+    drop(c);
+    assert_pool_full(&other);
+    assert_pool_full_when_idle(&one, &[&a, &b]);
+}
+
+fn to_mailbox<'a>(to: &shmbox::Address, b: &'a Mailbox, c: &'a Mailbox) -> &'a Mailbox {
+    match *to == b.address() {
+        true => b,
+        false => c,
+    }
+}
+
 #[test]
 fn send_timeout_is_honoured_and_send_wakes_on_room() {
     let _w = watchdog("send_timeout", Duration::from_secs(30));
