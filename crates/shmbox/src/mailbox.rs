@@ -41,6 +41,10 @@ const IDLE_POLLS: u32 = 256;
 const CACHE_PER_CLASS: usize = 16;
 /// How often a blocked sender or loaner checks for dead participants.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// The longest a receive sleeps before it looks at its mailbox again,
+/// rung or not (a sender killed between publishing and ringing never
+/// rings).
+const PARK_SLICE: Duration = Duration::from_millis(100);
 /// How often a participant refused chunks of a class asks the others to
 /// give back what they keep of it (see `Mailbox::ask_keepers`).
 const ASK_KEEPERS_EVERY: Duration = Duration::from_millis(1);
@@ -72,8 +76,10 @@ impl SlotLocks for LivenessLock<'_> {
 pub enum WaitStrategy {
     /// Poll continuously: lowest latency, one busy core.
     Spin = 0,
-    /// Sleep on a futex in the mailbox: no CPU while idle; a sender pays a
-    /// `FUTEX_WAKE` only when the receiver is asleep.
+    /// Sleep on a futex in the mailbox: almost no CPU while idle (the
+    /// receiver looks at its mailbox every 100 ms even if nobody woke it,
+    /// in case a sender was killed between sending and waking it); a sender
+    /// pays a `FUTEX_WAKE` only when the receiver is asleep.
     Park = 1,
     /// Spin for a short window (50 µs), then park. The default.
     #[default]
@@ -910,6 +916,18 @@ impl Mailbox {
     /// entry (class and index) in `to`'s message list.
     #[inline(always)]
     fn deliver(&self, loan: &Loan<'_>, to: &Address) -> Result<(), Undelivered> {
+        if self.publish(loan, to)? == Pushed::WakeConsumer {
+            let rx = self.mapped().mailbox(to.slot);
+            rx.parker.ring(&self.region.shared.futex, 1);
+        }
+        self.tally(Counter::Sent, Counter::BytesSent, loan.len as u64);
+        Ok(())
+    }
+
+    /// [`deliver`](Self::deliver) up to its publishing CAS: whether the
+    /// receiver sleeps on the entry and must be rung.
+    #[inline(always)]
+    fn publish(&self, loan: &Loan<'_>, to: &Address) -> Result<Pushed, Undelivered> {
         let m = self.mapped();
         if to.slot >= m.layout.config.max_participants {
             return Err(Undelivered::Disconnected);
@@ -951,13 +969,7 @@ impl Mailbox {
             chunk.holders.store(self.bit | rx_bit, Ordering::Release);
         }
         match rx.queue.push(to.generation, m.encode(loan.chunk)) {
-            Ok(pushed) => {
-                if pushed == Pushed::WakeConsumer {
-                    rx.parker.ring(&self.region.shared.futex, 1);
-                }
-                self.tally(Counter::Sent, Counter::BytesSent, loan.len as u64);
-                Ok(())
-            }
+            Ok(pushed) => Ok(pushed),
             Err(e) => {
                 if !to_self {
                     chunk.holders.fetch_and(!rx_bit, Ordering::Relaxed);
@@ -1462,7 +1474,14 @@ impl Mailbox {
         self.keep_while_asleep();
         let parked = mailbox.queue.mark_parked();
         if parked {
-            mailbox.parker.wait(&self.region.shared.futex, ticket, left);
+            // In slices: the sender that fills the marked cell rings us,
+            // but one killed between its publishing CAS and the ring would
+            // leave us asleep with a message waiting (and later senders
+            // find the mark gone, so they do not ring either).
+            let slice = left.map_or(PARK_SLICE, |left| left.min(PARK_SLICE));
+            mailbox
+                .parker
+                .wait(&self.region.shared.futex, ticket, Some(slice));
             mailbox.queue.unmark_parked();
         }
         // Awake: loaners need not wake us any more. One that rang
@@ -1732,6 +1751,75 @@ mod tests {
             })
             .collect();
         drop(loans);
+    }
+
+    /// A sender killed between its publishing CAS and the doorbell's ring:
+    /// the receiver asleep on that entry still takes it, within one sleep
+    /// slice (before, it slept until its timeout, for ever in `recv`).
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_sender_killed_before_ringing_leaves_no_receiver_asleep() {
+        use crate::queue::Pushed;
+        use crate::{Config, Region, WaitStrategy};
+        use std::time::{Duration, Instant};
+        let config = Config::default()
+            .with_max_participants(4)
+            .with_mailbox_capacity(4);
+        let region = Region::in_process(&config).unwrap();
+        let r = region.join_with("r", WaitStrategy::Park).unwrap();
+        let s = region.join("s").unwrap();
+        let to = r.address();
+        let queue = region.mapped().mailbox(to.slot).queue;
+        std::thread::scope(|scope| {
+            let receiver = scope.spawn(move || {
+                let got = r.recv_timeout(Duration::from_secs(10)).map(|m| m.to_vec());
+                (got, Instant::now())
+            });
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !queue.is_parked() {
+                assert!(Instant::now() < deadline, "the receiver never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut loan = s.try_loan(1).unwrap();
+            loan[0] = 7;
+            assert!(matches!(s.publish(&loan, &to), Ok(Pushed::WakeConsumer)));
+            let killed = Instant::now();
+            loan.consume(); // killed here: published, never rung
+            let (got, at) = receiver.join().unwrap();
+            assert_eq!(got.unwrap(), [7]);
+            let late = at - killed;
+            assert!(late < Duration::from_secs(2), "taken after {late:?}");
+        });
+    }
+
+    /// A receiver finding its own queue closed under it (only a scribble
+    /// does that: the queue closes when its owner leaves) reports the
+    /// region corrupt instead of polling it for ever without sleeping.
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_queue_closed_under_its_receiver_is_corruption() {
+        use crate::{Config, RecvTimeoutError, Region, WaitStrategy};
+        use std::time::{Duration, Instant};
+        let region = Region::in_process(&Config::default().with_max_participants(4)).unwrap();
+        for strategy in [
+            WaitStrategy::Spin,
+            WaitStrategy::Adaptive,
+            WaitStrategy::Park,
+        ] {
+            let r = region.join_with("r", strategy).unwrap();
+            region
+                .mapped()
+                .mailbox(r.address().slot)
+                .queue
+                .close(|_| {});
+            let started = Instant::now();
+            let got = r.recv_timeout(Duration::from_secs(5)).map(|m| m.to_vec());
+            assert!(
+                matches!(got, Err(RecvTimeoutError::Corrupt(_))),
+                "{strategy:?}: {got:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "{strategy:?}");
+        }
     }
 
     /// A participant killed while releasing the entries of its own queue

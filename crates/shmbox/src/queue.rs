@@ -334,10 +334,14 @@ impl<'a> OffsetQueue<'a> {
         let cell = self.cell(pos);
         let current = cell.load(Ordering::Acquire);
         let stamp = stamp_of(current);
-        if stamp == pos || stamp == pos.wrapping_add(1) {
-            // Room, or filled by a producer that has not moved `tail` yet.
+        let room = stamp == pos && matches!(current as u32, 0 | PARKED | CLOSED);
+        if room || stamp == pos.wrapping_add(1) {
+            // Room (or closed meanwhile), or filled by a producer that has
+            // not moved `tail` yet.
             return false;
         }
+        // Not the entry a lap back (room with a stray value included: a
+        // push refuses it as full): a scribble.
         if stamp != pos.wrapping_sub(cap).wrapping_add(1) {
             return true;
         }
@@ -389,15 +393,16 @@ impl<'a> OffsetQueue<'a> {
     }
 
     /// Consumer: the cell at `head` if it is neither room (stamp `head`,
-    /// value empty, parked or closed) nor an entry (stamp `head + 1`; a bad
-    /// value there is the entry's to report): only a scribble on the region
+    /// value empty or parked) nor an entry (stamp `head + 1`; a bad value
+    /// there is the entry's to report): only a scribble on the region
     /// makes one, and a receiver must report it rather than poll it for
-    /// ever.
+    /// ever. A closed cell is one too: the consumer asking is alive and
+    /// still owns the queue.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn corrupt_head(&self) -> Option<u64> {
         let head = self.head.load(Ordering::Relaxed) as u32;
         let current = self.cell(head).load(Ordering::Acquire);
-        let room = stamp_of(current) == head && matches!(current as u32, 0 | PARKED | CLOSED);
+        let room = stamp_of(current) == head && matches!(current as u32, 0 | PARKED);
         let entry = stamp_of(current) == head.wrapping_add(1);
         (!room && !entry).then_some(current)
     }
@@ -682,7 +687,8 @@ mod tests {
         let (t, h, c) = queue(2);
         let q = OffsetQueue::new(&t, &h, &c);
         q.init();
-        assert_eq!(q.corrupt_head(), None, "closed");
+        let closed = c[0].load(Ordering::Relaxed);
+        assert_eq!(q.corrupt_head(), Some(closed), "closed under its consumer");
         q.reopen(OWNER);
         assert_eq!(q.corrupt_head(), None, "empty");
         assert!(q.mark_parked());
@@ -902,6 +908,24 @@ mod tests {
         q.push(OWNER, 3).unwrap();
         assert_eq!(q.pop(), Some(2));
         assert_eq!(q.pop(), Some(3));
+    }
+
+    /// A producer facing a scribbled cell at `tail` (room's stamp, a stray
+    /// value) is told the queue is full and may sleep: it must not spin.
+    #[test]
+    fn a_scribbled_tail_cell_is_full_and_lets_the_producer_sleep() {
+        let (t, h, c) = opened(2);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.push(OWNER, 1).unwrap();
+        let pos = position_of(t.load(Ordering::Relaxed));
+        let cell = &c[(pos % 2) as usize];
+        cell.store(pack(pos, 5), Ordering::Relaxed);
+        assert_eq!(q.push(OWNER, 2), Err(PushError::Full));
+        assert!(q.mark_waiting(OWNER), "sleep, not spin");
+        // Real room is still room.
+        cell.store(pack(pos, 0), Ordering::Relaxed);
+        assert!(!q.mark_waiting(OWNER));
+        q.push(OWNER, 2).unwrap();
     }
 
     #[test]
