@@ -224,7 +224,8 @@ impl Layout {
     /// overflowing on an absurd config.
     pub(crate) fn compute_size(config: &Config) -> u64 {
         let n = u64::from(config.max_participants);
-        let mut total = HEADER_SIZE + n * (SLOT_SIZE + mailbox_stride(config.mailbox_capacity));
+        let per_participant = SLOT_SIZE.saturating_add(mailbox_stride(config.mailbox_capacity));
+        let mut total = HEADER_SIZE.saturating_add(n.saturating_mul(per_participant));
         for c in &config.classes {
             let chunks = u64::from(c.count).saturating_mul(chunk_stride(c.size));
             total = total
@@ -991,6 +992,17 @@ mod tests {
             .with_classes(&[SizeClass::new(64, 10), SizeClass::new(1000, 3)])
             .with_max_participants(4)
             .with_mailbox_capacity(8)
+    }
+
+    /// An absurd config's size saturates (and is then refused as too
+    /// large) instead of overflowing.
+    #[test]
+    fn an_absurd_config_saturates() {
+        let config = Config::default()
+            .with_max_participants(u32::MAX)
+            .with_mailbox_capacity(1 << 30);
+        assert!(config.total_size() > MAX_REGION_SIZE);
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -633,10 +633,11 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_for(&self, name: &str, timeout: Duration) -> Result<Address, LookupError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can represent waits for ever.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             match self.address(name) {
-                Err(LookupError::NotFound(_)) if Instant::now() < deadline => {
+                Err(LookupError::NotFound(_)) if deadline.is_none_or(|d| Instant::now() < d) => {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(LookupError::NotFound(_)) => {
@@ -720,7 +721,9 @@ impl Region {
     pub fn info(&self) -> RegionInfo {
         let info = self.mapped().info();
         RegionInfo {
-            size: info.total_size,
+            // The size validated at open, not the header's word (writable
+            // by anyone attached, as the rest of this informational part).
+            size: self.size(),
             version: layout::VERSION,
             created: std::time::UNIX_EPOCH + Duration::from_millis(info.created_unix_ms),
             creator_pid: info.creator_pid,

@@ -53,8 +53,15 @@ pub(crate) fn shm_unlink(object: &str) -> Result<(), Errno> {
 /// fails here (`ENOSPC`) instead of raising `SIGBUS` on first touch.
 ///
 /// See [`fallocate(2)`](https://man7.org/linux/man-pages/man2/fallocate.2.html).
+/// Retried when a signal interrupts it (a large reservation on tmpfs can
+/// take long enough to be interrupted by a timer or profiler signal).
 pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
-    rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len)
+    loop {
+        match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Err(Errno::INTR) => {}
+            other => return other,
+        }
+    }
 }
 
 /// `fstat(fd).st_size`.

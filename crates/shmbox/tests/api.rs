@@ -613,6 +613,18 @@ fn too_large_messages_are_refused_with_the_limit() {
     );
 }
 
+/// A timeout too long for the clock (`Duration::MAX`) waits for ever
+/// instead of panicking on the deadline's arithmetic.
+#[test]
+fn wait_for_takes_any_timeout() {
+    let region = Region::in_process(&small()).unwrap();
+    let peer = region.join("peer").unwrap();
+    assert_eq!(
+        region.wait_for("peer", Duration::MAX).unwrap(),
+        peer.address()
+    );
+}
+
 #[test]
 fn bad_names_are_refused_with_what_is_allowed() {
     let long = "n".repeat(65);

@@ -692,6 +692,19 @@ fn zeroed_magic_then_open() {
     }
 }
 
+/// The header's size word, scribbled after open, does not change what the
+/// region reports: `info` gives the size validated at open.
+#[test]
+fn a_scribbled_size_word_is_not_reported() {
+    let name = Name::new("corrupt", "size");
+    let region = Region::create(&name.0, &config()).unwrap();
+    object(name.path())
+        .write_at(&u64::MAX.to_le_bytes(), 64)
+        .unwrap();
+    assert_eq!(region.info().size, region.size());
+    assert_eq!(region.size(), config().total_size());
+}
+
 /// A queue cell at `head` that is neither empty nor an entry (only a
 /// scribble makes one) is reported to every kind of receive, in every
 /// wait strategy: polling it would otherwise find nothing for ever (a
