@@ -561,8 +561,9 @@ fn nobody() -> Option<(u32, u32)> {
     Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
 }
 
-/// A `0600` region of root cannot be opened by `nobody`; a `0666` one can;
-/// a `0644` one can be inspected (read-only), not opened.
+/// A `0600` region of root cannot be opened by `nobody`; a `0666` one can,
+/// but not replaced with another config (only root may remove it); a
+/// `0644` one can be inspected (read-only), not opened.
 #[test]
 fn another_uid_cannot_open_a_private_region() {
     use std::os::unix::fs::PermissionsExt;
@@ -612,6 +613,21 @@ fn another_uid_cannot_open_a_private_region() {
     eprintln!("{TEST}: {line}");
     assert_nothing_left(&region2);
     assert!(region.participants().is_empty());
+
+    // Nobody attached any more, but root's: `nobody` may not replace it.
+    drop(region2);
+    let recreate = kids
+        .spawn(
+            "recreate-denied",
+            as_nobody(&["recreate-denied", &shared.0]),
+        )
+        .expect("spawn probe as nobody");
+    let line = kids.expect_ok(recreate, STEP);
+    eprintln!("{TEST}: {line}");
+    assert!(
+        std::path::Path::new(&shared.shm_path()).exists(),
+        "root's region is still there"
+    );
 
     // Readable but not writable by others: they can inspect it (read-only
     // mapping), not open or join it.

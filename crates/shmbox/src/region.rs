@@ -416,6 +416,8 @@ impl Region {
     /// nobody else is attached, and refused with
     /// [`OpenError::ConfigMismatch`] (naming both configs) when someone is.
     /// A region whose creator died while initialising it is recreated.
+    /// Recreating means removing the old name, which only its owner (or
+    /// root) may do: anyone else gets [`OpenError::PermissionDenied`].
     pub fn open_or_create(name: &str, config: &Config) -> Result<Region, OpenError> {
         name::validate_region(name)?;
         config.validate().map_err(CreateError::from)?;
@@ -440,10 +442,10 @@ impl Region {
                     let id = r.identity();
                     drop(r);
                     if let Some(id) = id {
-                        unlink_if_same(name, id);
+                        unlink_if_same(name, id).map_err(|_| denied(name))?;
                     }
                 }
-                Ok(Opened::Abandoned(id)) => unlink_if_same(name, id),
+                Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
                 // Removed between our create and open: try again.
                 Err(e @ OpenError::NotFound { .. }) => last = Some(e),
                 Err(e) => return Err(e),
@@ -786,13 +788,24 @@ impl Region {
     }
 }
 
+/// `open_or_create` may not remove the region it would recreate.
+fn denied(name: &str) -> OpenError {
+    OpenError::PermissionDenied { name: name.into() }
+}
+
 /// Removes `name` if it still names the object `id` (device, inode): a
 /// recreation must not remove a fresh region someone else just made.
-fn unlink_if_same(name: &str, id: (u64, u64)) {
+/// `Err` if it does and we may not remove it (`/dev/shm` is sticky: only
+/// the object's owner may).
+fn unlink_if_same(name: &str, id: (u64, u64)) -> Result<(), Errno> {
     let object = sys::object_name(name);
     if let Ok(fd) = sys::shm_open_existing(&object) {
         if sys::identity(&fd).ok() == Some(id) {
-            let _ = sys::shm_unlink(&object);
+            return match sys::shm_unlink(&object) {
+                Err(Errno::NOENT) => Ok(()),
+                other => other,
+            };
         }
     }
+    Ok(())
 }

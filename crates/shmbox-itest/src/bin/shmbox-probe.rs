@@ -66,6 +66,7 @@ fn main() {
         ["sleep-keeping", region, name] => sleep_keeping(region, name).into(),
         ["tmpfs-test", name, outer_ns] => tmpfs_test(name, outer_ns),
         ["open-denied", region] => open_denied(region).into(),
+        ["recreate-denied", region] => recreate_denied(region).into(),
         ["open-join", region, name] => open_join(region, name).into(),
         ["inspect", region, name] => inspect(region, name).into(),
         _ => Outcome::Fail(format!("bad arguments: {args:?}")),
@@ -361,6 +362,17 @@ fn open_denied(region: &str) -> Result<String, String> {
         }
         Err(e) => Err(format!("expected PermissionDenied, got {e:?}")),
         Ok(_) => Err(format!("uid={} opened a private region", uid())),
+    }
+}
+
+/// `open_or_create` with another config, on a region nobody is attached
+/// to but that we may not remove: refused, not `NotFound`.
+fn recreate_denied(region: &str) -> Result<String, String> {
+    let other = Config::default().with_max_participants(3).with_mode(0o666);
+    match Region::open_or_create(region, &other) {
+        Err(e @ OpenError::PermissionDenied { .. }) => Ok(format!("uid={} refused: {e}", uid())),
+        Err(e) => Err(format!("expected PermissionDenied, got {e:?}")),
+        Ok(_) => Err(format!("uid={} replaced a region it cannot remove", uid())),
     }
 }
 
