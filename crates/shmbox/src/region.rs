@@ -162,6 +162,9 @@ enum Opened {
     Ready(Region),
     /// The creator died before finishing; (device, inode) of the object.
     Abandoned((u64, u64)),
+    /// The name was removed while we attached (its region being replaced
+    /// with another config): open the name again.
+    Replaced,
 }
 
 impl Region {
@@ -185,8 +188,16 @@ impl Region {
             Errno::ACCESS | Errno::PERM => CreateError::PermissionDenied { name: name.into() },
             e => io_err("shm_open", e),
         })?;
+        #[cfg(all(test, not(shmbox_loom)))]
+        tests::stall_after_create(name);
+        // Removed on failure only if the name is still ours: stalled long
+        // enough before taking the lock below, we may have been taken for
+        // a creator that died, and the name given to another region.
+        let id = sys::identity(&fd).ok();
         let fail = |err: CreateError| {
-            let _ = sys::shm_unlink(&object);
+            if let Some(id) = id {
+                let _ = unlink_if_same(name, id);
+            }
             err
         };
         // Held until the region is ready: openers that find the region not
@@ -214,6 +225,11 @@ impl Region {
         sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
             .map_err(|e| fail(io_err("fcntl(F_OFD_SETLK)", e)))?;
         sys::ofd_unlock(&fd, LOCK_INIT);
+        // The same stall: our object was removed as abandoned, and the
+        // name is someone else's now (or nobody's).
+        if sys::link_count(&fd).map_err(|e| io_err("fstat", e))? == 0 {
+            return Err(CreateError::AlreadyExists { name: name.into() });
+        }
         Ok(Region::from_mapped(
             mapped,
             Some(name.into()),
@@ -229,10 +245,14 @@ impl Region {
     /// layout versions, inconsistent headers, and regions whose creator died
     /// before finishing ([`OpenError::Abandoned`]).
     pub fn open(name: &str) -> Result<Region, OpenError> {
-        match Region::open_inner(name, Access::Attach)? {
-            Opened::Ready(r) => Ok(r),
-            Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
+        for _ in 0..100 {
+            match Region::open_inner(name, Access::Attach)? {
+                Opened::Ready(r) => return Ok(r),
+                Opened::Abandoned(_) => return Err(OpenError::Abandoned { name: name.into() }),
+                Opened::Replaced => {}
+            }
         }
+        Err(OpenError::NotFound { name: name.into() })
     }
 
     /// Opens the existing region `name` for inspection only: its object is
@@ -261,6 +281,8 @@ impl Region {
         match Region::open_inner(name, Access::Inspect)? {
             Opened::Ready(r) => Ok(r),
             Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
+            // Only an attach can find its name removed under it.
+            Opened::Replaced => Err(OpenError::NotFound { name: name.into() }),
         }
     }
 
@@ -352,6 +374,11 @@ impl Region {
                     // whatever its header says: never recreate it under them.
                     let in_use = sys::ofd_is_locked(&fd, LockKind::Exclusive, LOCK_ATTACH)
                         .map_err(|e| io_err("fcntl(F_OFD_GETLK)", e))?;
+                    // (Unless the creator finished and dropped its lock
+                    // since we read the state: it is attached too.)
+                    if in_use && words.state.load(Ordering::Acquire) == STATE_READY {
+                        continue;
+                    }
                     if in_use {
                         return Err(OpenError::Corrupt {
                             name: name.into(),
@@ -392,8 +419,17 @@ impl Region {
                 },
             })?;
             if access == Access::Attach {
-                sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
+                let locked = sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
                     .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
+                // `open_or_create` replaces a region only with its attach
+                // byte locked exclusively, and removes the name before it
+                // lets go: finding the byte taken, or the name gone once
+                // we hold it, we were attaching to a region being
+                // replaced.
+                let links = sys::link_count(&fd).map_err(|e| io_err("fstat", e))?;
+                if !locked || links == 0 {
+                    return Ok(Opened::Replaced);
+                }
             }
             let mapped = Mapped::new(backing, layout);
             return Ok(Opened::Ready(Region::from_mapped(
@@ -431,20 +467,23 @@ impl Region {
             match Region::open_inner(name, Access::Attach) {
                 Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
                 Ok(Opened::Ready(r)) => {
-                    if r.others_attached() {
+                    // Replace it only if nobody else is attached, holding
+                    // the attach byte exclusively until its name is gone,
+                    // so that nobody attaches to it meanwhile (see
+                    // `open_inner`).
+                    if !r.attach_exclusively() {
                         return Err(OpenError::ConfigMismatch {
                             name: name.into(),
                             existing: Box::new(r.config().clone()),
                             requested: Box::new(config.clone()),
                         });
                     }
-                    // Nobody else uses it: replace it with the config asked for.
-                    let id = r.identity();
-                    drop(r);
-                    if let Some(id) = id {
+                    if let Some(id) = r.identity() {
                         unlink_if_same(name, id).map_err(|_| denied(name))?;
                     }
+                    drop(r);
                 }
+                Ok(Opened::Replaced) => {}
                 Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
                 // Removed between our create and open: try again.
                 Err(e @ OpenError::NotFound { .. }) => last = Some(e),
@@ -518,11 +557,13 @@ impl Region {
         self.shared.created
     }
 
-    /// Whether another handle (in this or another process) is attached.
-    fn others_attached(&self) -> bool {
-        self.shared.fd.as_ref().is_some_and(|fd| {
-            sys::ofd_is_locked(fd, LockKind::Exclusive, LOCK_ATTACH).unwrap_or(true)
-        })
+    /// Turns our shared attach lock into an exclusive one, if no other
+    /// handle is attached: then nobody else can attach until we let go.
+    fn attach_exclusively(&self) -> bool {
+        self.shared
+            .fd
+            .as_ref()
+            .is_some_and(|fd| sys::ofd_try_lock(fd, LockKind::Exclusive, LOCK_ATTACH) == Ok(true))
     }
 
     fn identity(&self) -> Option<(u64, u64)> {
@@ -808,4 +849,57 @@ fn unlink_if_same(name: &str, id: (u64, u64)) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, not(shmbox_loom)))]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Runs (once) in `create` between creating the object and locking
+        /// it: a creator stalled there.
+        static STALL: Cell<Option<fn(&str)>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn stall_after_create(name: &str) {
+        if let Some(stall) = STALL.take() {
+            stall(name);
+        }
+    }
+
+    /// A creator stalled between creating its object and locking it, long
+    /// enough to be taken for one that died: another process removes the
+    /// name and creates its own region there. The stalled creator then
+    /// finds its object nameless and reports the name taken, instead of
+    /// returning a region nobody else can find; the other region stays.
+    fn theirs() -> Config {
+        Config::default()
+            .with_classes(&[crate::SizeClass::new(64, 4)])
+            .with_max_participants(2)
+    }
+
+    /// Removes the name when dropped, the test failing or not.
+    struct Unlink(String);
+
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = Region::remove(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_creator_taken_for_dead_does_not_split_the_region() {
+        let name = Unlink(format!("unit-stall-{}", std::process::id()));
+        STALL.set(Some(|name| {
+            // The object has no lock and no size yet: after the grace, it
+            // is taken for abandoned and recreated.
+            let region = Region::open_or_create(name, &theirs()).expect("recreated");
+            assert!(region.created());
+            std::mem::forget(region); // stays attached, as another process
+        }));
+        let err = Region::create(&name.0, &Config::default()).unwrap_err();
+        assert!(matches!(err, CreateError::AlreadyExists { .. }), "{err}");
+        assert_eq!(Region::open(&name.0).unwrap().config(), &theirs());
+    }
 }

@@ -279,6 +279,11 @@ pub(crate) fn reopen(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// `fstat(fd).st_nlink`: 0 once the object's name is removed.
+pub(crate) fn link_count(fd: &OwnedFd) -> Result<u64, Errno> {
+    Ok(rustix::fs::fstat(fd)?.st_nlink as u64)
+}
+
 /// Device and inode of an open object, to tell two objects of one name apart.
 pub(crate) fn identity(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
     let st = rustix::fs::fstat(fd)?;

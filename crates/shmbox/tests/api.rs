@@ -100,6 +100,55 @@ fn a_different_config_recreates_only_an_unused_region() {
     assert_eq!(Region::open(&name.0).unwrap().config(), &other);
 }
 
+/// One thread keeps asking for the region with another config while
+/// another attaches with the first config, joins and checks that the name
+/// still leads to its region: a replacement never happens under an
+/// attached handle, even one attaching at that very moment.
+#[test]
+fn a_region_is_never_replaced_under_a_handle_attaching_to_it() {
+    let _w = watchdog(
+        "a_region_is_never_replaced_under_a_handle_attaching_to_it",
+        Duration::from_secs(60),
+    );
+    let name = Name::new("api", "replace");
+    let (ours, theirs) = (small(), small().with_mailbox_capacity(8));
+    let until = Instant::now() + Duration::from_secs(2);
+    let (attached, replaced) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while Instant::now() < until {
+                match Region::open_or_create(&name.0, &theirs) {
+                    Ok(_) | Err(OpenError::ConfigMismatch { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let mut attached = 0u32;
+        let mut replaced = Vec::new();
+        while Instant::now() < until {
+            let region = match Region::open_or_create(&name.0, &ours) {
+                Ok(region) => region,
+                Err(OpenError::ConfigMismatch { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            let me = region.join("p").unwrap();
+            attached += 1;
+            // While we are attached, the name must lead to our region.
+            match Region::inspect(&name.0) {
+                Ok(view) if view.address("p") == Ok(me.address()) => {}
+                other => replaced.push(format!("{:?}", other.map(|v| v.config().clone()))),
+            }
+        }
+        (attached, replaced)
+    });
+    assert!(attached > 0, "never attached");
+    assert!(
+        replaced.is_empty(),
+        "replaced under {} of {attached} attached handles: {:?}",
+        replaced.len(),
+        &replaced[..replaced.len().min(3)]
+    );
+}
+
 #[test]
 fn inspecting_reads_everything_changes_nothing_and_never_attaches() {
     let name = Name::new("api", "inspect");
