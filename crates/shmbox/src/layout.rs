@@ -13,8 +13,9 @@
 //!                 receiver's doorbell (both written by senders)
 //!                 | +128 head, room doorbell (written by the receiver)
 //!                 | +256 cells (capacity x u64)
-//! per class c     pool line (waiters, seq, refused loans) + free bitmap
-//!                 (one bit per chunk)
+//! per class c     pool line: +4 seq (the waiting loaners' futex word)
+//!                 | +8 refused loans | +16 waiting loaners (one bit per
+//!                 slot); then the free bitmap (one bit per chunk)
 //! per class c     count chunks of stride = round_up(32 + size, 64) bytes:
 //!                 +0 chunk header (holders, len, sender, dest) | +32 payload
 //! ```
@@ -50,7 +51,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-pub(crate) const VERSION: u32 = 7;
+pub(crate) const VERSION: u32 = 8;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -743,12 +744,11 @@ impl Mapped {
         )
     }
 
-    /// Whether loaners sleep waiting for a chunk of `class` (the
-    /// `waiters` count of [`pool_waiters`](Self::pool_waiters)).
+    /// Whether loaners sleep waiting for a chunk of `class` (see
+    /// [`pool_waiters`](Self::pool_waiters)).
     #[inline]
     pub(crate) fn loaners_waiting(&self, class: u8) -> bool {
-        let c = &self.layout.classes[class as usize];
-        self.u32_at(c.pool_offset).load(Ordering::Relaxed) != 0
+        self.pool_waiters(class).has_waiters()
     }
 
     /// How often loans found `class` exhausted (wrapping; counted at most
@@ -763,7 +763,10 @@ impl Mapped {
     /// The wait list of loaners blocked on an exhausted class.
     pub(crate) fn pool_waiters(&self, class: u8) -> EventCount<'_> {
         let c = &self.layout.classes[class as usize];
-        EventCount::new(self.u32_at(c.pool_offset), self.u32_at(c.pool_offset + 4))
+        EventCount::new(
+            self.u64_at(c.pool_offset + 16),
+            self.u32_at(c.pool_offset + 4),
+        )
     }
 
     /// Chunk `r`'s header view.

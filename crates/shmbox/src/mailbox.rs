@@ -901,7 +901,9 @@ impl Mailbox {
                 return check();
             };
             let futex = &self.region.shared.futex;
-            if let Some(v) = list.wait_until_with(futex, Some(slice), &mut ready, &mut registered) {
+            let waited =
+                list.wait_until_with(futex, self.bit, Some(slice), &mut ready, &mut registered);
+            if let Some(v) = waited {
                 return Some(v);
             }
             if let Some(v) = check() {
@@ -1820,6 +1822,44 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_secs(2), "{strategy:?}");
         }
+    }
+
+    /// A loaner killed while waiting for an exhausted class: the sweep
+    /// removes its registration. (Left behind, it made every release of
+    /// the class skip the kept chunks and bump and wake, for ever.)
+    #[cfg(not(shmbox_loom))]
+    #[test]
+    fn a_loaner_killed_while_waiting_is_no_longer_waiting() {
+        use crate::{Config, Region, SizeClass};
+        let config = Config::default()
+            .with_classes(&[SizeClass::new(64, 4)])
+            .with_max_participants(4);
+        let region = Region::in_process(&config).unwrap();
+        let m = region.mapped();
+        // Registered, then stopped before sleeping (a panic from the
+        // callback run at that point): as if killed there.
+        let register = |bit: u64| {
+            let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.pool_waiters(0).wait_until_with(
+                    &region.shared.futex,
+                    bit,
+                    None,
+                    || None::<()>,
+                    || panic!("stopped while registered"),
+                )
+            }));
+            assert!(stopped.is_err());
+        };
+        let alive = region.join("alive").unwrap();
+        let loaner = region.join("loaner").unwrap();
+        register(alive.bit);
+        register(loaner.bit);
+        let slot = loaner.address().slot;
+        std::mem::forget(loaner);
+        sweep::reclaim(m, &region.shared.futex, slot);
+        assert!(m.loaners_waiting(0), "the live one is still registered");
+        m.pool_waiters(0).forget(alive.bit);
+        assert!(!m.loaners_waiting(0), "the dead loaner still waits");
     }
 
     /// A participant killed while releasing the entries of its own queue

@@ -13,10 +13,11 @@
 //!   extra load: a sender learns from the cell it publishes into whether
 //!   anyone sleeps.
 //! * [`EventCount`]: many waiters (loaners waiting for a free chunk) and
-//!   many notifiers. A waiter registers in `waiters`, reads the `seq` futex
-//!   word, re-checks its condition and sleeps on `seq`; a notifier that made
-//!   progress bumps `seq` and wakes all, but only when `waiters` is
-//!   non-zero. Dekker-style: each side stores, issues a `SeqCst` fence and
+//!   many notifiers. A waiter registers in `waiters` (its participant's
+//!   bit, so a sweep can remove the registration of one killed while
+//!   waiting), reads the `seq` futex word, re-checks its condition and
+//!   sleeps on `seq`; a notifier that made progress bumps `seq` and wakes
+//!   all, but only when `waiters` is non-zero. Dekker-style: each side stores, issues a `SeqCst` fence and
 //!   then reads the other side's state, so no wake-up is lost.
 //!
 //! * [`KeepNotice`]: a receiver that goes to sleep keeping a few free
@@ -34,7 +35,7 @@
 //!
 //! Every wait re-checks its condition and takes a timeout.
 
-use crate::sync::{fence, time_left, AtomicU32, Ordering};
+use crate::sync::{fence, time_left, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Futex wait/wake, behind a trait so loom models and in-process tests can
@@ -84,16 +85,29 @@ impl<'a> Doorbell<'a> {
     }
 }
 
-/// Many waiters, many notifiers: `waiters` counts sleepers, `seq` is the
-/// futex word they sleep on.
+/// Many waiters, many notifiers: `waiters` has the bit of each
+/// participant registered, `seq` is the futex word they sleep on.
 pub(crate) struct EventCount<'a> {
-    waiters: &'a AtomicU32,
+    waiters: &'a AtomicU64,
     seq: &'a AtomicU32,
 }
 
 impl<'a> EventCount<'a> {
-    pub(crate) fn new(waiters: &'a AtomicU32, seq: &'a AtomicU32) -> Self {
+    pub(crate) fn new(waiters: &'a AtomicU64, seq: &'a AtomicU32) -> Self {
         Self { waiters, seq }
+    }
+
+    /// Whether anyone is registered.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) != 0
+    }
+
+    /// Sweep: removes the registration of the dead participant `bit` (one
+    /// killed while waiting), which would otherwise make every notifier
+    /// bump and wake for ever after.
+    pub(crate) fn forget(&self, bit: u64) {
+        self.waiters.fetch_and(!bit, Ordering::Relaxed);
     }
 
     /// Waits until `ready()` returns `Some`, or `timeout` passes (then one
@@ -104,9 +118,12 @@ impl<'a> EventCount<'a> {
     /// whatever that reads is at least as new as what a party that missed
     /// our registration had stored before its own fence (see
     /// [`KeepNotice`]).
+    /// `bit` is the waiting participant's (one wait at a time per
+    /// participant).
     pub(crate) fn wait_until_with<F: Futex, T>(
         &self,
         futex: &F,
+        bit: u64,
         timeout: Option<Duration>,
         mut ready: impl FnMut() -> Option<T>,
         mut registered: impl FnMut(),
@@ -123,7 +140,7 @@ impl<'a> EventCount<'a> {
                 },
                 None => None,
             };
-            self.waiters.fetch_add(1, Ordering::Relaxed);
+            self.waiters.fetch_or(bit, Ordering::Relaxed);
             // SYNC POINT: pairs with the fence in `notify`.
             fence(Ordering::SeqCst);
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
@@ -134,7 +151,7 @@ impl<'a> EventCount<'a> {
                 registered();
                 futex.wait(self.seq, seq, remaining);
             }
-            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            self.waiters.fetch_and(!bit, Ordering::Relaxed);
             if got.is_some() {
                 return got;
             }
@@ -147,7 +164,7 @@ impl<'a> EventCount<'a> {
     pub(crate) fn notify<F: Futex>(&self, futex: &F) {
         // SYNC POINT: pairs with the fence in `wait_until_with`.
         fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) != 0 {
+        if self.has_waiters() {
             self.seq.fetch_add(1, Ordering::Release);
             futex.wake(self.seq, u32::MAX);
         }
@@ -349,7 +366,7 @@ mod loom_tests {
         loom::model(|| {
             // waiters, seq, free chunks in the pool, notice, doorbell, futex.
             let s = Arc::new((
-                AtomicU32::new(0),
+                AtomicU64::new(0),
                 AtomicU32::new(0),
                 AtomicU32::new(0),
                 AtomicU32::new(0),
@@ -382,7 +399,7 @@ mod loom_tests {
                 Doorbell::new(&s.4),
             );
             let take = || (s.2.swap(0, Ordering::Acquire) == 1).then_some(());
-            let got = pool.wait_until_with(&s.5, None, take, || {
+            let got = pool.wait_until_with(&s.5, 1, None, take, || {
                 if notice.keeps(0) {
                     bell.ring(&s.5, 1);
                 }
@@ -397,7 +414,7 @@ mod loom_tests {
     fn event_count_no_lost_wakeup() {
         loom::model(|| {
             let state = Arc::new((
-                AtomicU32::new(0),
+                AtomicU64::new(0),
                 AtomicU32::new(0),
                 AtomicU64::new(0),
                 LoomFutex::default(),
@@ -409,7 +426,7 @@ mod loom_tests {
             });
             let ec = EventCount::new(&state.0, &state.1);
             let ready = || (state.2.load(Ordering::Relaxed) == 1).then_some(());
-            let got = ec.wait_until_with(&state.3, None, ready, || {});
+            let got = ec.wait_until_with(&state.3, 1, None, ready, || {});
             assert!(got.is_some());
             notifier.join().unwrap();
         });

@@ -718,7 +718,7 @@ fn foreign_and_mismatching_objects_are_refused() {
             err,
             OpenError::Version {
                 found: 99,
-                expected: 7,
+                expected: 8,
                 ..
             }
         ),
