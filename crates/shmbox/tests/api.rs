@@ -674,6 +674,46 @@ fn wait_for_takes_any_timeout() {
     );
 }
 
+/// A participant awake but busy elsewhere (not receiving) keeps at most
+/// half of a class, so a loaner still gets the other half; and
+/// `give_back_kept` returns the rest at once.
+#[test]
+fn a_busy_participant_keeps_at_most_half_a_class() {
+    let _w = watchdog(
+        "a_busy_participant_keeps_at_most_half_a_class",
+        Duration::from_secs(30),
+    );
+    let config = small()
+        .with_classes(&[SizeClass::new(64, 4)])
+        .with_mailbox_capacity(4);
+    let region = Region::in_process(&config).unwrap();
+    let s = region.join("s").unwrap();
+    let r = region.join("r").unwrap();
+    for i in 0..4u8 {
+        s.send_copy(&[i], &r.address()).unwrap();
+    }
+    for _ in 0..4 {
+        drop(r.try_recv().unwrap());
+    }
+    assert!(matches!(r.try_recv(), Err(TryRecvError::Empty)));
+    // `r` now does other work. Half the class is loanable, not more.
+    let limit = Duration::from_millis(500);
+    let first = s
+        .loan_timeout(1, limit)
+        .expect("half the class is in the pool");
+    let second = s
+        .loan_timeout(1, limit)
+        .expect("half the class is in the pool");
+    assert!(matches!(
+        s.loan_timeout(1, Duration::from_millis(50)),
+        Err(LoanError::Timeout { .. })
+    ));
+    r.give_back_kept();
+    let third = s.try_loan(1).expect("given back");
+    let fourth = s.try_loan(1).expect("given back");
+    drop((first, second, third, fourth));
+}
+
 #[test]
 fn bad_names_are_refused_with_what_is_allowed() {
     let long = "n".repeat(65);
