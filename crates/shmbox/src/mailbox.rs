@@ -144,9 +144,8 @@ impl fmt::Display for Address {
 /// still queued for it are released.
 ///
 /// **Kept chunks.** A chunk a participant frees as its last holder stays
-/// with it (up to 16 per size class, and never more than half of a class)
-/// for its next loans, so that loans and releases do not touch the shared
-/// pool. Receives that find nothing (the
+/// with it (up to 16 per size class) for its next loans, so that loans and
+/// releases do not touch the shared pool. Receives that find nothing (the
 /// first one after a message, then every 16th) give back every chunk of a
 /// class somebody is waiting for; once a few hundred receives in a row have
 /// found nothing, the participant keeps at most
@@ -205,35 +204,13 @@ pub struct Mailbox {
 /// The chunks a participant keeps, per class: a stack (the chunk freed
 /// last is loaned first, its lines still in this core's cache), oldest at
 /// the bottom. Local to the participant, so plain cells.
+#[derive(Default)]
 struct Kept {
     chunks: [[Cell<u32>; CACHE_PER_CLASS]; MAX_CLASSES],
     lens: [Cell<u8>; MAX_CLASSES],
-    /// Per class, the most it keeps: [`CACHE_PER_CLASS`], and never more
-    /// than half of the class (a participant that stops calling in keeps
-    /// what it kept until it comes back: it must not be all of a class).
-    caps: [u8; MAX_CLASSES],
-}
-
-impl Default for Kept {
-    fn default() -> Self {
-        Kept::with_caps([CACHE_PER_CLASS as u8; MAX_CLASSES])
-    }
 }
 
 impl Kept {
-    fn with_caps(caps: [u8; MAX_CLASSES]) -> Self {
-        Kept {
-            chunks: Default::default(),
-            lens: Default::default(),
-            caps,
-        }
-    }
-
-    /// The most it keeps of `class`.
-    fn cap(&self, class: u8) -> usize {
-        usize::from(self.caps[class as usize])
-    }
-
     #[inline]
     fn len(&self, class: u8) -> usize {
         usize::from(self.lens[class as usize].get())
@@ -258,9 +235,6 @@ impl Kept {
     #[inline]
     fn push(&self, class: u8, index: u32) -> bool {
         let len = self.len(class);
-        if len >= self.cap(class) {
-            return false;
-        }
         let Some(top) = self.chunks[class as usize].get(len) else {
             return false;
         };
@@ -417,12 +391,7 @@ impl Mailbox {
             name: name.into(),
             strategy: Cell::new(strategy),
             hints: Default::default(),
-            cache: Kept::with_caps(std::array::from_fn(|class| {
-                m.layout
-                    .classes
-                    .get(class)
-                    .map_or(0, |c| (c.count as usize / 2).min(CACHE_PER_CLASS) as u8)
-            })),
+            cache: Kept::default(),
             refill: RefCell::new(Vec::with_capacity(CLAIM_BATCH)),
             empty_polls: Cell::new(0),
             refusal: Cell::default(),
@@ -781,15 +750,10 @@ impl Mailbox {
     }
 
     /// Keeps `chunk` when the cache of its class is full: gives the older
-    /// half back in one go first. (A class of one chunk is never kept.)
+    /// half back in one go first.
     #[cold]
     fn keep_when_full(&self, chunk: ChunkRef) {
-        let cap = self.cache.cap(chunk.class);
-        if cap == 0 {
-            sweep::release(self.mapped(), &self.region.shared.futex, chunk, self.bit);
-            return;
-        }
-        self.give_back(chunk.class, cap.div_ceil(2));
+        self.give_back(chunk.class, CACHE_PER_CLASS / 2);
         let pushed = self.cache.push(chunk.class, chunk.index);
         debug_assert!(pushed, "half the cache was given back");
     }
