@@ -51,6 +51,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
+/// Where a class's pool line has its waiting loaners (one bit per slot).
+const WAITING_LOANERS: u64 = 16;
 pub(crate) const VERSION: u32 = 8;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
@@ -748,7 +750,10 @@ impl Mapped {
     /// [`pool_waiters`](Self::pool_waiters)).
     #[inline]
     pub(crate) fn loaners_waiting(&self, class: u8) -> bool {
-        self.pool_waiters(class).has_waiters()
+        let c = &self.layout.classes[class as usize];
+        self.u64_at(c.pool_offset + WAITING_LOANERS)
+            .load(Ordering::Relaxed)
+            != 0
     }
 
     /// How often loans found `class` exhausted (wrapping; counted at most
@@ -764,7 +769,7 @@ impl Mapped {
     pub(crate) fn pool_waiters(&self, class: u8) -> EventCount<'_> {
         let c = &self.layout.classes[class as usize];
         EventCount::new(
-            self.u64_at(c.pool_offset + 16),
+            self.u64_at(c.pool_offset + WAITING_LOANERS),
             self.u32_at(c.pool_offset + 4),
         )
     }

@@ -105,9 +105,17 @@ impl<'a> EventCount<'a> {
 
     /// Sweep: removes the registration of the dead participant `bit` (one
     /// killed while waiting), which would otherwise make every notifier
-    /// bump and wake for ever after.
+    /// bump and wake for ever after. (Not a compare-and-swap from what was
+    /// read, as the sweep's other updates are: the participant is dead, so
+    /// nobody else sets or clears its bit.)
     pub(crate) fn forget(&self, bit: u64) {
         self.waiters.fetch_and(!bit, Ordering::Relaxed);
+    }
+
+    /// As a waiter killed while registered leaves it (for tests).
+    #[cfg(all(test, not(shmbox_loom)))]
+    pub(crate) fn leave_registered(&self, bit: u64) {
+        self.waiters.fetch_or(bit, Ordering::Relaxed);
     }
 
     /// Waits until `ready()` returns `Some`, or `timeout` passes (then one
@@ -141,6 +149,13 @@ impl<'a> EventCount<'a> {
                 None => None,
             };
             self.waiters.fetch_or(bit, Ordering::Relaxed);
+            // Withdrawn however the wait ends, a panic unwinding out of
+            // `ready` or `registered` included (a process killed here
+            // leaves it to the sweep: see `forget`).
+            let registration = Registration {
+                waiters: self.waiters,
+                bit,
+            };
             // SYNC POINT: pairs with the fence in `notify`.
             fence(Ordering::SeqCst);
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
@@ -151,7 +166,7 @@ impl<'a> EventCount<'a> {
                 registered();
                 futex.wait(self.seq, seq, remaining);
             }
-            self.waiters.fetch_and(!bit, Ordering::Relaxed);
+            drop(registration);
             if got.is_some() {
                 return got;
             }
@@ -168,6 +183,19 @@ impl<'a> EventCount<'a> {
             self.seq.fetch_add(1, Ordering::Release);
             futex.wake(self.seq, u32::MAX);
         }
+    }
+}
+
+/// A waiter's registration in an [`EventCount`]: its bit, withdrawn when
+/// dropped.
+struct Registration<'a> {
+    waiters: &'a AtomicU64,
+    bit: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.waiters.fetch_and(!self.bit, Ordering::Relaxed);
     }
 }
 

@@ -207,6 +207,16 @@ impl Region {
             Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
             Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
         }
+        // Attached from the start, so that nobody can take the region for
+        // unused and replace it between our ready and our return. (An
+        // opener that finds it not ready, attached and without the init
+        // lock calls it corrupt: we hold both until ready, and a creator
+        // that dies loses both.)
+        match sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH) {
+            Ok(true) => {}
+            Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
+            Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
+        }
         if let Err(e) = sys::reserve(&fd, layout.total_size) {
             return Err(fail(match e {
                 Errno::NOSPC | Errno::FBIG | Errno::NOMEM => CreateError::NoSpace {
@@ -220,10 +230,6 @@ impl Region {
         let map =
             Mapping::map(&fd, layout.total_size as usize).map_err(|e| fail(io_err("mmap", e)))?;
         let mapped = layout::create_in(Backing::Shm(map), layout);
-        // Attached only once ready (see `open`: a region that says it is not
-        // ready yet has someone attached is corrupt, not abandoned).
-        sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
-            .map_err(|e| fail(io_err("fcntl(F_OFD_SETLK)", e)))?;
         sys::ofd_unlock(&fd, LOCK_INIT);
         // The same stall: our object was removed as abandoned, and the
         // name is someone else's now (or nobody's).
@@ -245,14 +251,15 @@ impl Region {
     /// layout versions, inconsistent headers, and regions whose creator died
     /// before finishing ([`OpenError::Abandoned`]).
     pub fn open(name: &str) -> Result<Region, OpenError> {
-        for _ in 0..100 {
+        let started = Instant::now();
+        loop {
             match Region::open_inner(name, Access::Attach)? {
                 Opened::Ready(r) => return Ok(r),
                 Opened::Abandoned(_) => return Err(OpenError::Abandoned { name: name.into() }),
-                Opened::Replaced => {}
+                Opened::Replaced if started.elapsed() < INIT_WAIT => replaced_pause(),
+                Opened::Replaced => return Err(OpenError::NotFound { name: name.into() }),
             }
         }
-        Err(OpenError::NotFound { name: name.into() })
     }
 
     /// Opens the existing region `name` for inspection only: its object is
@@ -458,7 +465,10 @@ impl Region {
         name::validate_region(name)?;
         config.validate().map_err(CreateError::from)?;
         let mut last = None;
-        for _ in 0..100 {
+        let started = Instant::now();
+        let mut attempts = 0;
+        while attempts < 100 {
+            attempts += 1;
             match Region::create(name, config) {
                 Ok(r) => return Ok(r),
                 Err(CreateError::AlreadyExists { .. }) => {}
@@ -467,6 +477,11 @@ impl Region {
             match Region::open_inner(name, Access::Attach) {
                 Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
                 Ok(Opened::Ready(r)) => {
+                    // Not ours to remove (`/dev/shm` is sticky): refused
+                    // before taking the attach byte from anyone.
+                    if !r.ours_to_remove() {
+                        return Err(denied(name));
+                    }
                     // Replace it only if nobody else is attached, holding
                     // the attach byte exclusively until its name is gone,
                     // so that nobody attaches to it meanwhile (see
@@ -482,6 +497,11 @@ impl Region {
                         unlink_if_same(name, id).map_err(|_| denied(name))?;
                     }
                     drop(r);
+                }
+                // Being replaced by someone else: not an attempt of ours.
+                Ok(Opened::Replaced) if started.elapsed() < INIT_WAIT => {
+                    attempts -= 1;
+                    replaced_pause();
                 }
                 Ok(Opened::Replaced) => {}
                 Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
@@ -555,6 +575,15 @@ impl Region {
     /// callers won.
     pub fn created(&self) -> bool {
         self.shared.created
+    }
+
+    /// Whether we may remove its name: `/dev/shm` is sticky, so only its
+    /// owner (or root) may.
+    fn ours_to_remove(&self) -> bool {
+        self.shared.fd.as_ref().is_some_and(|fd| {
+            let me = rustix::process::geteuid();
+            me.is_root() || sys::owner(fd).is_ok_and(|owner| owner == me.as_raw())
+        })
     }
 
     /// Turns our shared attach lock into an exclusive one, if no other
@@ -827,6 +856,12 @@ impl Region {
             })
             .collect()
     }
+}
+
+/// A region being replaced: its replacer holds the attach byte for a few
+/// system calls, then the name leads to the new region.
+fn replaced_pause() {
+    std::thread::sleep(Duration::from_millis(1));
 }
 
 /// `open_or_create` may not remove the region it would recreate.

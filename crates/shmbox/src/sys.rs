@@ -279,6 +279,11 @@ pub(crate) fn reopen(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// `fstat(fd).st_uid`.
+pub(crate) fn owner(fd: &OwnedFd) -> Result<u32, Errno> {
+    Ok(rustix::fs::fstat(fd)?.st_uid)
+}
+
 /// `fstat(fd).st_nlink`: 0 once the object's name is removed.
 pub(crate) fn link_count(fd: &OwnedFd) -> Result<u64, Errno> {
     Ok(rustix::fs::fstat(fd)?.st_nlink as u64)
