@@ -51,9 +51,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// `b"SHMBOX\0\x01"` read as a little-endian integer.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMBOX\0\x01");
 /// Bumped whenever the on-memory format changes.
-/// Where a class's pool line has its waiting loaners (one bit per slot).
-const WAITING_LOANERS: u64 = 16;
 pub(crate) const VERSION: u32 = 8;
+/// Where a class's pool line has the futex word its waiting loaners sleep
+/// on, its count of refused loans, and its waiting loaners (one bit per
+/// slot).
+const POOL_SEQ: u64 = 4;
+const POOL_REFUSED: u64 = 8;
+const WAITING_LOANERS: u64 = 16;
 pub(crate) const HEADER_SIZE: u64 = 4096;
 const INFO_OFFSET: u64 = 64;
 pub(crate) const LINE: u64 = 64;
@@ -762,7 +766,7 @@ impl Mapped {
     #[inline]
     pub(crate) fn loans_refused(&self, class: u8) -> &AtomicU32 {
         let c = &self.layout.classes[class as usize];
-        self.u32_at(c.pool_offset + 8)
+        self.u32_at(c.pool_offset + POOL_REFUSED)
     }
 
     /// The wait list of loaners blocked on an exhausted class.
@@ -770,7 +774,7 @@ impl Mapped {
         let c = &self.layout.classes[class as usize];
         EventCount::new(
             self.u64_at(c.pool_offset + WAITING_LOANERS),
-            self.u32_at(c.pool_offset + 4),
+            self.u32_at(c.pool_offset + POOL_SEQ),
         )
     }
 

@@ -1767,6 +1767,27 @@ mod tests {
         drop(loans);
     }
 
+    /// Runs `f`, which stops with a panic where a process would be killed.
+    #[cfg(not(shmbox_loom))]
+    fn killed_in<T>(f: impl FnOnce() -> T) {
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        assert!(stopped.is_err(), "it was to stop with a panic");
+    }
+
+    /// Sweeps the dead slot `slot` of [`leaving_with_queued`]'s region:
+    /// it releases `messages` queued entries and frees `chunks` chunks in
+    /// all (each once), after which `s` can loan every chunk.
+    #[cfg(not(shmbox_loom))]
+    fn assert_swept(region: &crate::Region, slot: u32, s: &Mailbox, messages: u32, chunks: u32) {
+        let report = sweep::reclaim(region.mapped(), &region.shared.futex, slot);
+        assert_eq!(
+            (report.messages, report.chunks),
+            (messages, chunks),
+            "{report:?}"
+        );
+        assert_every_chunk_loanable(s);
+    }
+
     /// A sender killed between its publishing CAS and the doorbell's ring:
     /// the receiver asleep on that entry still takes it, within one sleep
     /// slice (before, it slept until its timeout, for ever in `recv`).
@@ -1855,7 +1876,7 @@ mod tests {
         let m = region.mapped();
         // A panic unwinding out of a wait withdraws the registration.
         let alive = region.join("alive").unwrap();
-        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        killed_in(|| {
             m.pool_waiters(0).wait_until_with(
                 &region.shared.futex,
                 alive.bit,
@@ -1863,8 +1884,7 @@ mod tests {
                 || None::<()>,
                 || panic!("stopped while registered"),
             )
-        }));
-        assert!(stopped.is_err());
+        });
         assert!(!m.loaners_waiting(0), "withdrawn while unwinding");
         // Killed while registered: only the sweep can withdraw it.
         let loaner = region.join("loaner").unwrap();
@@ -1886,19 +1906,13 @@ mod tests {
     #[test]
     fn a_participant_killed_while_closing_its_queue_leaks_no_chunk() {
         let (region, s, r) = leaving_with_queued(&[b"one", b"two", b"three"]);
-        let m = region.mapped();
         let slot = r.address().slot;
         // `r` is killed while releasing its first entry: the entry has left
         // the queue, its chunk is not yet taken over.
-        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            r.close_queue_then(|_| panic!("killed while releasing an entry"));
-        }));
-        assert!(killed.is_err());
+        killed_in(|| r.close_queue_then(|_| panic!("killed while releasing an entry")));
         std::mem::forget(r);
-        let report = sweep::reclaim(m, &region.shared.futex, slot);
-        assert_eq!(report.messages, 2, "the entries behind the first");
-        assert_eq!(report.chunks, 3, "each entry's chunk freed once");
-        assert_every_chunk_loanable(&s);
+        // The two entries behind the first, and the three chunks.
+        assert_swept(&region, slot, &s, 2, 3);
     }
 
     /// A participant killed while receiving, its message out of the queue
@@ -1917,11 +1931,9 @@ mod tests {
         });
         assert!(taken.is_some());
         std::mem::forget(r); // killed before re-arming the cell
-        let report = sweep::reclaim(m, &region.shared.futex, slot);
-        assert_eq!(report.messages, 1, "the entry behind it");
-        assert_eq!(report.chunks, 2, "each chunk freed once");
+                             // The entry behind it, and both chunks.
+        assert_swept(&region, slot, &s, 1, 2);
         assert_eq!(taking.load(Ordering::Relaxed), 0);
-        assert_every_chunk_loanable(&s);
     }
 
     /// A sweeper killed while releasing an entry of a dead participant's
@@ -1931,18 +1943,15 @@ mod tests {
     #[test]
     fn a_sweeper_killed_while_releasing_an_entry_leaks_no_chunk() {
         let (region, s, r) = leaving_with_queued(&[b"one", b"two", b"three"]);
-        let m = region.mapped();
         let slot = r.address().slot;
         std::mem::forget(r); // killed, its queue full
-        let futex = &region.shared.futex;
-        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sweep::reclaim_releasing(m, futex, slot, |_| panic!("sweeper killed"));
-        }));
-        assert!(killed.is_err());
-        let report = sweep::reclaim(m, futex, slot);
-        assert_eq!(report.messages, 2, "the entries behind the first");
-        assert_eq!(report.chunks, 3, "each entry's chunk freed once");
-        assert_every_chunk_loanable(&s);
+        killed_in(|| {
+            sweep::reclaim_releasing(region.mapped(), &region.shared.futex, slot, |_| {
+                panic!("sweeper killed")
+            })
+        });
+        // The two entries behind the first, and the three chunks.
+        assert_swept(&region, slot, &s, 2, 3);
     }
 
     /// A participant killed after releasing an entry of its own queue, as
@@ -1957,14 +1966,13 @@ mod tests {
         let m = region.mapped();
         let slot = r.address().slot;
         let mut released = 0;
-        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        killed_in(|| {
             r.close_queue_then(|value| {
                 r.release_entry(value);
                 released = value;
                 panic!("killed after releasing an entry");
-            });
-        }));
-        assert!(killed.is_err());
+            })
+        });
         let (r_bit, r_packed) = (r.bit, r.packed);
         std::mem::forget(r);
         // `s` loans the chunk just freed (one of the three not queued for

@@ -17,8 +17,9 @@
 //!   bit, so a sweep can remove the registration of one killed while
 //!   waiting), reads the `seq` futex word, re-checks its condition and
 //!   sleeps on `seq`; a notifier that made progress bumps `seq` and wakes
-//!   all, but only when `waiters` is non-zero. Dekker-style: each side stores, issues a `SeqCst` fence and
-//!   then reads the other side's state, so no wake-up is lost.
+//!   all, but only when `waiters` is non-zero. Dekker-style: each side
+//!   stores, issues a `SeqCst` fence and then reads the other side's
+//!   state, so no wake-up is lost.
 //!
 //! * [`KeepNotice`]: a receiver that goes to sleep keeping a few free
 //!   chunks (so that its first loan after waking needs no shared pool)
@@ -99,7 +100,7 @@ impl<'a> EventCount<'a> {
 
     /// Whether anyone is registered.
     #[inline]
-    pub(crate) fn has_waiters(&self) -> bool {
+    fn has_waiters(&self) -> bool {
         self.waiters.load(Ordering::Relaxed) != 0
     }
 
@@ -152,10 +153,7 @@ impl<'a> EventCount<'a> {
             // Withdrawn however the wait ends, a panic unwinding out of
             // `ready` or `registered` included (a process killed here
             // leaves it to the sweep: see `forget`).
-            let registration = Registration {
-                waiters: self.waiters,
-                bit,
-            };
+            let registration = Registration { list: self, bit };
             // SYNC POINT: pairs with the fence in `notify`.
             fence(Ordering::SeqCst);
             // SYNC POINT: acquire pairs with the release bump in `notify`, so
@@ -188,14 +186,14 @@ impl<'a> EventCount<'a> {
 
 /// A waiter's registration in an [`EventCount`]: its bit, withdrawn when
 /// dropped.
-struct Registration<'a> {
-    waiters: &'a AtomicU64,
+struct Registration<'l, 'a> {
+    list: &'l EventCount<'a>,
     bit: u64,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration<'_, '_> {
     fn drop(&mut self) {
-        self.waiters.fetch_and(!self.bit, Ordering::Relaxed);
+        self.list.forget(self.bit);
     }
 }
 

@@ -181,10 +181,9 @@ impl<'a> OffsetQueue<'a> {
                 .compare_exchange(tail, next_tail(tail), Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// `tail` read again, and the cell it names, unless the queue has
+    /// `tail` (read again) and the cell it names, unless the queue has
     /// changed owners.
-    fn reload(&self, owner: u32) -> Result<(u64, u64), PushError> {
-        let tail = self.tail.load(Ordering::Relaxed);
+    fn reload(&self, owner: u32, tail: u64) -> Result<(u64, u64), PushError> {
         if owner_of(tail) != owner {
             return Err(PushError::Closed);
         }
@@ -245,13 +244,14 @@ impl<'a> OffsetQueue<'a> {
             } else if stamp == pos.wrapping_sub(cap).wrapping_add(1) {
                 // Still holds the entry of the previous lap: full, unless
                 // our `tail` is stale.
-                if self.tail.load(Ordering::Relaxed) == tail {
+                let now = self.tail.load(Ordering::Relaxed);
+                if now == tail {
                     return Err(PushError::Full);
                 }
-                (tail, current) = self.reload(owner)?;
+                (tail, current) = self.reload(owner, now)?;
                 continue;
             }
-            (tail, current) = self.reload(owner)?;
+            (tail, current) = self.reload(owner, self.tail.load(Ordering::Relaxed))?;
             crate::sync::spin_hint();
         }
         Err(PushError::Full)

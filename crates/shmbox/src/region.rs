@@ -200,22 +200,23 @@ impl Region {
             }
             err
         };
-        // Held until the region is ready: openers that find the region not
-        // ready and this lock gone know we died.
-        match sys::ofd_try_lock(&fd, LockKind::Exclusive, LOCK_INIT) {
-            Ok(true) => {}
-            Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
-            Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
-        }
-        // Attached from the start, so that nobody can take the region for
-        // unused and replace it between our ready and our return. (An
+        // The init lock, held until the region is ready: openers that find
+        // the region not ready and this lock gone know we died. And the
+        // attach lock, from the start, so that nobody can take the region
+        // for unused and replace it between our ready and our return. (An
         // opener that finds it not ready, attached and without the init
         // lock calls it corrupt: we hold both until ready, and a creator
-        // that dies loses both.)
-        match sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH) {
-            Ok(true) => {}
-            Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
-            Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
+        // that dies loses both.) The object is new: nobody else holds
+        // either.
+        for (kind, byte) in [
+            (LockKind::Exclusive, LOCK_INIT),
+            (LockKind::Shared, LOCK_ATTACH),
+        ] {
+            match sys::ofd_try_lock(&fd, kind, byte) {
+                Ok(true) => {}
+                Ok(false) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", Errno::AGAIN))),
+                Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
+            }
         }
         if let Err(e) = sys::reserve(&fd, layout.total_size) {
             return Err(fail(match e {
@@ -233,7 +234,7 @@ impl Region {
         sys::ofd_unlock(&fd, LOCK_INIT);
         // The same stall: our object was removed as abandoned, and the
         // name is someone else's now (or nobody's).
-        if sys::link_count(&fd).map_err(|e| io_err("fstat", e))? == 0 {
+        if sys::stat(&fd).map_err(|e| io_err("fstat", e))?.st_nlink == 0 {
             return Err(CreateError::AlreadyExists { name: name.into() });
         }
         Ok(Region::from_mapped(
@@ -251,13 +252,26 @@ impl Region {
     /// layout versions, inconsistent headers, and regions whose creator died
     /// before finishing ([`OpenError::Abandoned`]).
     pub fn open(name: &str) -> Result<Region, OpenError> {
-        let started = Instant::now();
+        match Region::attach(name, Instant::now() + INIT_WAIT)? {
+            Opened::Ready(r) => Ok(r),
+            Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
+            // (`attach` reports a name that stays replaced as not found.)
+            Opened::Replaced => Err(OpenError::NotFound { name: name.into() }),
+        }
+    }
+
+    /// [`open_inner`](Self::open_inner) to attach, opening the name again
+    /// (until `deadline`) while its region is being replaced: the replacer
+    /// holds the attach byte for a few system calls, then the name leads to
+    /// the new region, or to nothing ([`OpenError::NotFound`]).
+    fn attach(name: &str, deadline: Instant) -> Result<Opened, OpenError> {
         loop {
             match Region::open_inner(name, Access::Attach)? {
-                Opened::Ready(r) => return Ok(r),
-                Opened::Abandoned(_) => return Err(OpenError::Abandoned { name: name.into() }),
-                Opened::Replaced if started.elapsed() < INIT_WAIT => replaced_pause(),
+                Opened::Replaced if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 Opened::Replaced => return Err(OpenError::NotFound { name: name.into() }),
+                opened => return Ok(opened),
             }
         }
     }
@@ -381,9 +395,9 @@ impl Region {
                     // whatever its header says: never recreate it under them.
                     let in_use = sys::ofd_is_locked(&fd, LockKind::Exclusive, LOCK_ATTACH)
                         .map_err(|e| io_err("fcntl(F_OFD_GETLK)", e))?;
-                    // (Unless the creator finished and dropped its lock
-                    // since we read the state: it is attached too.)
-                    if in_use && words.state.load(Ordering::Acquire) == STATE_READY {
+                    // Check `ready` once more first: the creator may have
+                    // finished and dropped its lock since we looked.
+                    if words.state.load(Ordering::Acquire) == STATE_READY {
                         continue;
                     }
                     if in_use {
@@ -393,12 +407,7 @@ impl Region {
                                 .into(),
                         });
                     }
-                    // Check `ready` once more: the creator may have finished
-                    // and dropped its lock since we looked.
-                    if words.state.load(Ordering::Acquire) != STATE_READY {
-                        return Ok(Opened::Abandoned(identity()?));
-                    }
-                    continue;
+                    return Ok(Opened::Abandoned(identity()?));
                 }
                 if waited > INIT_WAIT {
                     return Err(OpenError::InitTimeout {
@@ -433,7 +442,7 @@ impl Region {
                 // lets go: finding the byte taken, or the name gone once
                 // we hold it, we were attaching to a region being
                 // replaced.
-                let links = sys::link_count(&fd).map_err(|e| io_err("fstat", e))?;
+                let links = sys::stat(&fd).map_err(|e| io_err("fstat", e))?.st_nlink;
                 if !locked || links == 0 {
                     return Ok(Opened::Replaced);
                 }
@@ -464,17 +473,15 @@ impl Region {
     pub fn open_or_create(name: &str, config: &Config) -> Result<Region, OpenError> {
         name::validate_region(name)?;
         config.validate().map_err(CreateError::from)?;
-        let mut last = None;
-        let started = Instant::now();
-        let mut attempts = 0;
-        while attempts < 100 {
-            attempts += 1;
+        // One wait for regions being replaced, however many attempts.
+        let deadline = Instant::now() + INIT_WAIT;
+        for _ in 0..100 {
             match Region::create(name, config) {
                 Ok(r) => return Ok(r),
                 Err(CreateError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            match Region::open_inner(name, Access::Attach) {
+            match Region::attach(name, deadline) {
                 Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
                 Ok(Opened::Ready(r)) => {
                     // Not ours to remove (`/dev/shm` is sticky): refused
@@ -498,19 +505,13 @@ impl Region {
                     }
                     drop(r);
                 }
-                // Being replaced by someone else: not an attempt of ours.
-                Ok(Opened::Replaced) if started.elapsed() < INIT_WAIT => {
-                    attempts -= 1;
-                    replaced_pause();
-                }
-                Ok(Opened::Replaced) => {}
                 Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
                 // Removed between our create and open: try again.
-                Err(e @ OpenError::NotFound { .. }) => last = Some(e),
+                Ok(Opened::Replaced) | Err(OpenError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(OpenError::NotFound { name: name.into() }))
+        Err(OpenError::NotFound { name: name.into() })
     }
 
     /// Removes the region's name (`shm_unlink`). Processes still attached
@@ -582,7 +583,7 @@ impl Region {
     fn ours_to_remove(&self) -> bool {
         self.shared.fd.as_ref().is_some_and(|fd| {
             let me = rustix::process::geteuid();
-            me.is_root() || sys::owner(fd).is_ok_and(|owner| owner == me.as_raw())
+            me.is_root() || sys::stat(fd).is_ok_and(|st| st.st_uid == me.as_raw())
         })
     }
 
@@ -856,12 +857,6 @@ impl Region {
             })
             .collect()
     }
-}
-
-/// A region being replaced: its replacer holds the attach byte for a few
-/// system calls, then the name leads to the new region.
-fn replaced_pause() {
-    std::thread::sleep(Duration::from_millis(1));
 }
 
 /// `open_or_create` may not remove the region it would recreate.

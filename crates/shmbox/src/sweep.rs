@@ -35,10 +35,10 @@
 //!    pool. A chunk it was *sending* (`D|R`, sender `D`) that is neither in
 //!    `R`'s queue nor announced by `R` was never published: `R` never saw it,
 //!    so it returns to the pool too. Otherwise only `D`'s bit goes;
-//! 5. repairs the free bitmap (a releaser killed between its two steps);
-//! 6. forgets its notice of chunks kept asleep, and its registration as a
-//!    loaner waiting for a class (it was killed waiting in a `loan`);
-//! 7. frees the slot.
+//! 5. repairs the free bitmap (a releaser killed between its two steps),
+//!    and forgets its registration as a loaner waiting for a class (it was
+//!    killed waiting in a `loan`);
+//! 6. forgets its notice of chunks kept asleep, and frees the slot.
 //!
 //! Every update a sweeper makes is a compare-and-swap from the value the
 //! decision was made on, so a receiver taking over concurrently either wins
@@ -245,17 +245,16 @@ pub(crate) fn reclaim_releasing<F: Futex>(
             freed += u32::from(reclaim_chunk(m, ChunkRef { class, index }, slot));
         }
         freed += m.pool(class).repair();
+        let waiters = m.pool_waiters(class);
+        // A loan it was waiting in when it died: no longer waiting.
+        waiters.forget(1u64 << slot);
         if freed > 0 {
-            m.pool_waiters(class).notify(futex);
+            waiters.notify(futex);
         }
         report.chunks += freed;
     }
-    // Its notice of chunks kept asleep: they are reclaimed. A loan it was
-    // waiting in when it died: no longer waiting.
+    // Its notice of chunks kept asleep: they are reclaimed.
     view.kept_asleep.store(0, Ordering::Relaxed);
-    for class in 0..m.layout.classes.len() as u8 {
-        m.pool_waiters(class).forget(1u64 << slot);
-    }
     registry::finish_leave(m, slot, generation);
     report
 }

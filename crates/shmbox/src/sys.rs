@@ -66,7 +66,7 @@ pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
 
 /// `fstat(fd).st_size`.
 pub(crate) fn file_size(fd: &OwnedFd) -> Result<u64, Errno> {
-    Ok(rustix::fs::fstat(fd)?.st_size as u64)
+    Ok(stat(fd)?.st_size as u64)
 }
 
 /// Bytes of memory the object behind `fd` holds (`fstat(fd).st_blocks`
@@ -279,18 +279,14 @@ pub(crate) fn reopen(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// `fstat(fd).st_uid`.
-pub(crate) fn owner(fd: &OwnedFd) -> Result<u32, Errno> {
-    Ok(rustix::fs::fstat(fd)?.st_uid)
-}
-
-/// `fstat(fd).st_nlink`: 0 once the object's name is removed.
-pub(crate) fn link_count(fd: &OwnedFd) -> Result<u64, Errno> {
-    Ok(rustix::fs::fstat(fd)?.st_nlink as u64)
+/// `fstat(fd)`: among others its owner (`st_uid`), and its links
+/// (`st_nlink`, 0 once the object's name is removed).
+pub(crate) fn stat(fd: &OwnedFd) -> Result<rustix::fs::Stat, Errno> {
+    rustix::fs::fstat(fd)
 }
 
 /// Device and inode of an open object, to tell two objects of one name apart.
 pub(crate) fn identity(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
-    let st = rustix::fs::fstat(fd)?;
+    let st = stat(fd)?;
     Ok((st.st_dev, st.st_ino))
 }
