@@ -1930,8 +1930,9 @@ mod tests {
             taking.store(value, Ordering::Release);
         });
         assert!(taken.is_some());
-        std::mem::forget(r); // killed before re-arming the cell
-                             // The entry behind it, and both chunks.
+        // Killed before re-arming the cell. The sweep releases the entry
+        // behind it, and both chunks.
+        std::mem::forget(r);
         assert_swept(&region, slot, &s, 1, 2);
         assert_eq!(taking.load(Ordering::Relaxed), 0);
     }
