@@ -64,15 +64,15 @@ pub(crate) enum Role {
         slots: usize,
         run_ms: u64,
     },
-    /// Sends to participant "rx" of a shmbox region for `run_ms`; with
-    /// `wait_for_go`, first waits for a message saying go.
-    /// Send an 8-byte CLOCK_MONOTONIC timestamp to "rx" every
+    /// Sends an 8-byte CLOCK_MONOTONIC timestamp to "rx" every
     /// `interval_ns`, `count` times, then the end marker.
     ShmboxPaced {
         region: String,
         interval_ns: u64,
         count: u64,
     },
+    /// Sends to participant "rx" of a shmbox region for `run_ms`; with
+    /// `wait_for_go`, first waits for a message saying go.
     ShmboxSender {
         region: String,
         name: String,

@@ -104,7 +104,9 @@ pub(crate) struct HeaderInfo {
     pub mailbox_capacity: u32,
     pub class_count: u32,
     pub mode: u32,
-    pub _pad: u32,
+    /// Random at creation: tells this region from any other (addresses
+    /// carry it, see `Address`).
+    pub instance: u32,
     /// FNV-1a over every other field (this one taken as zero): catches a
     /// header edited into another self-consistent config.
     pub checksum: u64,
@@ -152,6 +154,8 @@ pub(crate) struct Layout {
     pub mailboxes_offset: u64,
     pub mailbox_stride: u64,
     pub classes: Vec<ClassLayout>,
+    /// The header's `instance` (0 until [`create_in`] draws one).
+    pub instance: u32,
 }
 
 /// Why a mapped object is not a usable region.
@@ -223,6 +227,7 @@ impl Layout {
             mailboxes_offset,
             mailbox_stride,
             classes,
+            instance: 0,
         }
     }
 
@@ -251,6 +256,7 @@ impl Layout {
         info.mailbox_capacity = self.config.mailbox_capacity;
         info.class_count = self.classes.len() as u32;
         info.mode = self.config.mode;
+        info.instance = self.instance;
         info.slots_offset = self.slots_offset;
         info.mailboxes_offset = self.mailboxes_offset;
         info.mailbox_stride = self.mailbox_stride;
@@ -309,7 +315,8 @@ impl Layout {
             mode: info.mode,
         };
         config.validate()?;
-        let layout = Layout::compute(&config);
+        let mut layout = Layout::compute(&config);
+        layout.instance = info.instance;
         let expected = layout.info(info.created_unix_ms, info.creator_pid);
         let check = |field: &'static str, found: u64, expected: u64| {
             if found == expected {
@@ -981,7 +988,8 @@ pub(crate) fn validate(backing: &Backing, file_size: u64) -> Result<Layout, Layo
 
 /// Builds a fresh region in `backing` (which must be `layout.total_size`
 /// bytes of zeroes) and marks it ready.
-pub(crate) fn create_in(backing: Backing, layout: Layout) -> Mapped {
+pub(crate) fn create_in(backing: Backing, mut layout: Layout) -> Mapped {
+    layout.instance = fresh_instance();
     let mapped = Mapped::new(backing, layout);
     let words = mapped.header();
     // Magic and version first: an opener that sees them knows this is a
@@ -992,6 +1000,16 @@ pub(crate) fn create_in(backing: Backing, layout: Layout) -> Mapped {
     // SYNC POINT: pairs with the acquire load of `state` by openers.
     words.state.store(STATE_READY, Ordering::Release);
     mapped
+}
+
+/// A random region instance: std's hasher keys come from the operating
+/// system's random source (once per thread, then stepped), so two regions
+/// share one only by chance (one in 2^32).
+fn fresh_instance() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@
 //! * **Stale addresses are refused.** An [`Address`] carries its slot's
 //!   generation, and so does the tail of the mailbox's queue: a participant
 //!   that left and whose slot was reused is not confused with the
-//!   newcomer, even by a send under way while the newcomer joins.
+//!   newcomer, even by a send under way while the newcomer joins. It also
+//!   carries its region's instance: another region's mailbox refuses it
+//!   (a panic, like a loan sent through another mailbox) instead of
+//!   delivering to whoever holds the same slot there.
 //! * **Race-free setup.** Of many processes calling
 //!   [`Region::open_or_create`], exactly one creates the region; the others
 //!   wait for it to be initialised and take the config from its header.

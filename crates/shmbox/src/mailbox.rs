@@ -96,13 +96,18 @@ impl WaitStrategy {
     }
 }
 
-/// A participant's address: its slot and the slot's generation. A stale
-/// address (its participant left and the slot was reused) is refused by
-/// `send`, never delivered to the slot's new occupant.
+/// A participant's address: its slot and the slot's generation, in one
+/// region. A stale address (its participant left and the slot was reused)
+/// is refused by `send`, never delivered to the slot's new occupant. An
+/// address is only good in the region it came from: another region's
+/// mailboxes refuse it (see [`Mailbox::send`]), however many handles of
+/// that one region the process has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Address {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
+    /// The region's instance (drawn at random when it was created).
+    pub(crate) region: u32,
 }
 
 impl Address {
@@ -121,11 +126,14 @@ impl Address {
         (u64::from(self.slot) << 32) | u64::from(self.generation)
     }
 
+    /// The address [`pack`](Self::pack) made `word` of, in region
+    /// instance `region`.
     #[inline]
-    pub(crate) fn unpack(word: u64) -> Address {
+    pub(crate) fn unpack(word: u64, region: u32) -> Address {
         Address {
             slot: (word >> 32) as u32,
             generation: word as u32,
+            region,
         }
     }
 }
@@ -382,7 +390,11 @@ impl Mailbox {
                     max: m.layout.config.max_participants,
                 },
             })?;
-        let address = Address { slot, generation };
+        let address = Address {
+            slot,
+            generation,
+            region: m.layout.instance,
+        };
         let mailbox = Mailbox {
             _liveness: liveness,
             address,
@@ -1046,10 +1058,11 @@ impl Mailbox {
     /// # Panics
     ///
     /// If `loan` was loaned by another mailbox (of this region or another
-    /// one): only the mailbox that loaned a chunk may send it.
+    /// one): only the mailbox that loaned a chunk may send it. If `to` is
+    /// an address of another region.
     #[inline]
     pub fn try_send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), TrySendError<'m>> {
-        self.assert_loaned_here(&loan);
+        self.assert_sendable(&loan, to);
         match self.deliver(&loan, to) {
             Ok(()) => {
                 loan.consume();
@@ -1092,13 +1105,18 @@ impl Mailbox {
         }
     }
 
-    /// Panics unless `loan` is one of ours. Sending another mailbox's loan
-    /// would publish a chunk we do not hold (in another region, even: a
-    /// chunk of ours at the same place), so this is checked in every build.
+    /// Panics unless `loan` is one of ours and `to` an address of our
+    /// region. Sending another mailbox's loan would publish a chunk we do
+    /// not hold (in another region, even: a chunk of ours at the same
+    /// place), so this is checked in every build; so is the address, which
+    /// in another region would reach whoever holds its slot there.
     #[inline(always)]
-    fn assert_loaned_here(&self, loan: &Loan<'_>) {
+    fn assert_sendable(&self, loan: &Loan<'_>, to: &Address) {
         if !std::ptr::eq(loan.mailbox, self) {
             foreign_loan();
+        }
+        if to.region != self.address.region {
+            foreign_address();
         }
     }
 
@@ -1119,10 +1137,11 @@ impl Mailbox {
     /// # Panics
     ///
     /// If `loan` was loaned by another mailbox (of this region or another
-    /// one): only the mailbox that loaned a chunk may send it.
+    /// one): only the mailbox that loaned a chunk may send it. If `to` is
+    /// an address of another region.
     #[inline]
     pub fn send<'m>(&self, loan: Loan<'m>, to: &Address) -> Result<(), SendError<'m>> {
-        self.assert_loaned_here(&loan);
+        self.assert_sendable(&loan, to);
         match self.deliver_or_wait(&loan, to, None) {
             Ok(()) => {
                 loan.consume();
@@ -1138,7 +1157,8 @@ impl Mailbox {
     /// # Panics
     ///
     /// If `loan` was loaned by another mailbox (of this region or another
-    /// one): only the mailbox that loaned a chunk may send it.
+    /// one): only the mailbox that loaned a chunk may send it. If `to` is
+    /// an address of another region.
     #[inline]
     pub fn send_timeout<'m>(
         &self,
@@ -1146,7 +1166,7 @@ impl Mailbox {
         to: &Address,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<'m>> {
-        self.assert_loaned_here(&loan);
+        self.assert_sendable(&loan, to);
         match self.deliver_or_wait(&loan, to, Some(timeout)) {
             Ok(()) => {
                 loan.consume();
@@ -1177,6 +1197,10 @@ impl Mailbox {
 
     /// Copies `data` into a loaned chunk and sends it, waiting for a chunk
     /// and for room as needed.
+    ///
+    /// # Panics
+    ///
+    /// If `to` is an address of another region.
     pub fn send_copy(&self, data: &[u8], to: &Address) -> Result<(), SendCopyError> {
         let mut loan = self.loan(data.len()).map_err(|e| match e {
             LoanError::TooLarge { requested, max } => SendCopyError::TooLarge { requested, max },
@@ -1350,7 +1374,7 @@ impl Mailbox {
         if !sweep::take_over_announced(
             self.mapped(),
             &header.holders,
-            Address::unpack(sender),
+            Address::unpack(sender, self.address.region),
             self.bit,
         ) {
             self.refuse(at, false);
@@ -1538,7 +1562,9 @@ impl fmt::Debug for Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let m = self.mapped();
-        let Address { slot, generation } = self.address;
+        let Address {
+            slot, generation, ..
+        } = self.address;
         registry::begin_leave(m, slot, generation);
         self.notice().clear();
         let mailbox = m.mailbox(slot);
@@ -1648,7 +1674,10 @@ impl Message<'_> {
     /// Who sent it; send a reply to this address.
     #[inline]
     pub fn sender(&self) -> Address {
-        Address::unpack(self.header.sender.load(Ordering::Relaxed))
+        Address::unpack(
+            self.header.sender.load(Ordering::Relaxed),
+            self.mailbox.address.region,
+        )
     }
 
     /// Whether it is a [`Batch`](crate::Batch) of records (its bytes are
@@ -1692,12 +1721,20 @@ impl fmt::Debug for Message<'_> {
     }
 }
 
-/// See [`Mailbox::assert_loaned_here`].
+/// See [`Mailbox::assert_sendable`].
 #[cold]
 #[inline(never)]
 #[track_caller]
 fn foreign_loan() -> ! {
     panic!("a loan can only be sent by the mailbox that loaned it")
+}
+
+/// See [`Mailbox::assert_sendable`].
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn foreign_address() -> ! {
+    panic!("an address can only be used in the region it came from")
 }
 
 #[cfg(test)]
@@ -1750,7 +1787,9 @@ mod tests {
         for message in messages {
             s.send_copy(message, &r.address()).unwrap();
         }
-        let Address { slot, generation } = r.address();
+        let Address {
+            slot, generation, ..
+        } = r.address();
         registry::begin_leave(region.mapped(), slot, generation);
         (region, s, r)
     }

@@ -687,7 +687,11 @@ impl Region {
     pub fn address(&self, name: &str) -> Result<Address, LookupError> {
         name::validate_participant(name)?;
         registry::lookup(self.mapped(), name)
-            .map(|(slot, generation)| Address { slot, generation })
+            .map(|(slot, generation)| Address {
+                slot,
+                generation,
+                region: self.mapped().layout.instance,
+            })
             .ok_or_else(|| LookupError::NotFound(name.into()))
     }
 
@@ -831,6 +835,7 @@ impl Region {
                     address: Address {
                         slot,
                         generation: registry::generation(state),
+                        region: m.layout.instance,
                     },
                     name: registry::decode_name(&registry::load_name(&view))?,
                     pid: view.pid.load(Ordering::Relaxed),

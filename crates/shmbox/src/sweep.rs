@@ -92,7 +92,7 @@ impl std::ops::AddAssign for SweepReport {
 #[inline]
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     let header = m.chunk(chunk);
-    let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+    let sender = Address::unpack(header.sender.load(Ordering::Relaxed), m.layout.instance);
     pool::take_over(&header.holders, bit, sender_bit(m, sender))
 }
 
@@ -132,7 +132,10 @@ pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64
 /// Whether the send of `chunk` reached its destination: the entry is in
 /// the receiver's queue, or the receiver announced it is taking it.
 fn published(m: &Mapped, chunk: ChunkRef) -> bool {
-    let dest = Address::unpack(m.chunk(chunk).dest.load(Ordering::Relaxed));
+    let dest = Address::unpack(
+        m.chunk(chunk).dest.load(Ordering::Relaxed),
+        m.layout.instance,
+    );
     if dest.slot >= m.layout.config.max_participants {
         return false;
     }
@@ -150,7 +153,7 @@ fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32) -> bool {
     // A send of ours that never reached the receiver's queue: nobody else
     // will ever look at the chunk again.
     let abandoned = || {
-        let sender = Address::unpack(header.sender.load(Ordering::Relaxed));
+        let sender = Address::unpack(header.sender.load(Ordering::Relaxed), m.layout.instance);
         sender.slot == slot && !published(m, chunk)
     };
     let freed = pool::reclaim(&header.holders, 1u64 << slot, abandoned);

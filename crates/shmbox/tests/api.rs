@@ -306,17 +306,10 @@ fn a_loan_sent_through_another_mailbox_panics() {
     for (what, send) in sends {
         for (through, to) in [(&b, b.address()), (&c, c.address())] {
             let loan = a.try_loan(8).unwrap();
-            let panicked =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send(through, loan, &to)));
-            let message = panicked.expect_err(what);
-            let message = message
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| message.downcast_ref::<String>().map(String::as_str));
-            assert_eq!(
-                message,
-                Some("a loan can only be sent by the mailbox that loaned it"),
-                "{what}"
+            assert_panics(
+                what,
+                "a loan can only be sent by the mailbox that loaned it",
+                || send(through, loan, &to),
             );
             assert!(matches!(
                 to_mailbox(&to, &b, &c).try_recv(),
@@ -330,6 +323,83 @@ fn a_loan_sent_through_another_mailbox_panics() {
     drop(c);
     assert_pool_full(&other);
     assert_pool_full_when_idle(&one, &[&a, &b]);
+}
+
+/// `f` panics with `expected`.
+fn assert_panics(what: &str, expected: &str, f: impl FnOnce()) {
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let payload = panicked.expect_err(what);
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    assert_eq!(message, Some(expected), "{what}");
+}
+
+/// An address is good only in the region it came from. Another region's
+/// first participant has the same slot and generation as `a`, so without
+/// the check a message to it sent from `a` would reach `a` itself: every
+/// way of sending panics instead, in every build, and nothing is delivered
+/// or lost.
+#[test]
+fn an_address_of_another_region_panics() {
+    let one = Region::in_process(&small()).unwrap();
+    let other = Region::in_process(&small()).unwrap();
+    let a = one.join("a").unwrap();
+    let c = other.join("c").unwrap();
+    let stranger = c.address();
+    let own = a.address();
+    assert_eq!(
+        (stranger.slot(), stranger.generation()),
+        (own.slot(), own.generation())
+    );
+    assert_ne!(stranger, own);
+    type Send = fn(&Mailbox, &shmbox::Address);
+    let sends: [(&str, Send); 4] = [
+        ("try_send", |m, to| {
+            drop(m.try_send(m.try_loan(8).unwrap(), to))
+        }),
+        ("send", |m, to| drop(m.send(m.try_loan(8).unwrap(), to))),
+        ("send_timeout", |m, to| {
+            let loan = m.try_loan(8).unwrap();
+            drop(m.send_timeout(loan, to, Duration::from_millis(10)))
+        }),
+        ("send_copy", |m, to| drop(m.send_copy(b"x", to))),
+    ];
+    for (what, send) in sends {
+        assert_panics(
+            what,
+            "an address can only be used in the region it came from",
+            || send(&a, &stranger),
+        );
+        assert!(matches!(a.try_recv(), Err(TryRecvError::Empty)), "{what}");
+        assert!(matches!(c.try_recv(), Err(TryRecvError::Empty)), "{what}");
+    }
+    a.send_copy(b"ok", &own).unwrap();
+    assert_eq!(&*a.try_recv().unwrap(), b"ok");
+    assert_pool_full_when_idle(&one, &[&a]);
+    assert_pool_full_when_idle(&other, &[&c]);
+}
+
+/// Every handle of one region gives the same addresses: a process that
+/// attached twice may use an address from either handle with a mailbox of
+/// the other.
+#[test]
+fn addresses_are_the_regions_not_the_handles() {
+    let name = Name::new("api", "twohandles");
+    let first = Region::create(&name.0, &small()).unwrap();
+    let second = Region::open(&name.0).unwrap();
+    let a = first.join("a").unwrap();
+    let b = second.join("b").unwrap();
+    assert_eq!(first.address("b").unwrap(), b.address());
+    assert_eq!(second.address("a").unwrap(), a.address());
+    a.send_copy(b"to b", &first.address("b").unwrap()).unwrap();
+    let msg = b.try_recv().unwrap();
+    assert_eq!(&*msg, b"to b");
+    assert_eq!(msg.sender(), a.address());
+    b.send_copy(b"to a", &msg.sender()).unwrap();
+    drop(msg);
+    assert_eq!(&*a.try_recv().unwrap(), b"to a");
 }
 
 fn to_mailbox<'a>(to: &shmbox::Address, b: &'a Mailbox, c: &'a Mailbox) -> &'a Mailbox {
