@@ -162,9 +162,6 @@ enum Opened {
     Ready(Region),
     /// The creator died before finishing; (device, inode) of the object.
     Abandoned((u64, u64)),
-    /// The name was removed while we attached (its region being replaced
-    /// with another config): open the name again.
-    Replaced,
 }
 
 impl Region {
@@ -255,25 +252,47 @@ impl Region {
         match Region::attach(name, Instant::now() + INIT_WAIT)? {
             Opened::Ready(r) => Ok(r),
             Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
-            // (`attach` reports a name that stays replaced as not found.)
-            Opened::Replaced => Err(OpenError::NotFound { name: name.into() }),
         }
     }
 
-    /// [`open_inner`](Self::open_inner) to attach, opening the name again
-    /// (until `deadline`) while its region is being replaced: the replacer
-    /// holds the attach byte for a few system calls, then the name leads to
-    /// the new region, or to nothing ([`OpenError::NotFound`]).
+    /// [`open_inner`](Self::open_inner) to attach, then the attach lock;
+    /// opening the name again (until `deadline`) while its region is being
+    /// replaced: the replacer holds the attach byte for a few system calls,
+    /// then the name leads to the new region, or to nothing
+    /// ([`OpenError::NotFound`]).
     fn attach(name: &str, deadline: Instant) -> Result<Opened, OpenError> {
         loop {
-            match Region::open_inner(name, Access::Attach)? {
-                Opened::Replaced if Instant::now() < deadline => {
+            let opened = Region::open_inner(name, Access::Attach)?;
+            if let Opened::Ready(r) = &opened {
+                if !r.lock_attach(name)? {
+                    if Instant::now() >= deadline {
+                        return Err(OpenError::NotFound { name: name.into() });
+                    }
+                    drop(opened);
                     std::thread::sleep(Duration::from_millis(1));
+                    continue;
                 }
-                Opened::Replaced => return Err(OpenError::NotFound { name: name.into() }),
-                opened => return Ok(opened),
             }
+            return Ok(opened);
         }
+    }
+
+    /// Takes the attach byte shared. `false` if the region is being
+    /// replaced: `open_or_create` replaces a region only with that byte
+    /// locked exclusively, and removes the name before it lets go, so
+    /// finding the byte taken, or the name gone once we hold it, we were
+    /// attaching to a region being replaced.
+    fn lock_attach(&self, name: &str) -> Result<bool, OpenError> {
+        let fd = self.shared.fd.as_ref().expect("a region opened by name");
+        let io_err = |op, e| OpenError::Io {
+            name: name.into(),
+            op,
+            source: io(e),
+        };
+        let locked = sys::ofd_try_lock(fd, LockKind::Shared, LOCK_ATTACH)
+            .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
+        let links = sys::stat(fd).map_err(|e| io_err("fstat", e))?.st_nlink;
+        Ok(locked && links != 0)
     }
 
     /// Opens the existing region `name` for inspection only: its object is
@@ -302,8 +321,6 @@ impl Region {
         match Region::open_inner(name, Access::Inspect)? {
             Opened::Ready(r) => Ok(r),
             Opened::Abandoned(_) => Err(OpenError::Abandoned { name: name.into() }),
-            // Only an attach can find its name removed under it.
-            Opened::Replaced => Err(OpenError::NotFound { name: name.into() }),
         }
     }
 
@@ -434,19 +451,6 @@ impl Region {
                     reason: e.to_string(),
                 },
             })?;
-            if access == Access::Attach {
-                let locked = sys::ofd_try_lock(&fd, LockKind::Shared, LOCK_ATTACH)
-                    .map_err(|e| io_err("fcntl(F_OFD_SETLK)", e))?;
-                // `open_or_create` replaces a region only with its attach
-                // byte locked exclusively, and removes the name before it
-                // lets go: finding the byte taken, or the name gone once
-                // we hold it, we were attaching to a region being
-                // replaced.
-                let links = sys::stat(&fd).map_err(|e| io_err("fstat", e))?.st_nlink;
-                if !locked || links == 0 {
-                    return Ok(Opened::Replaced);
-                }
-            }
             let mapped = Mapped::new(backing, layout);
             return Ok(Opened::Ready(Region::from_mapped(
                 mapped,
@@ -492,7 +496,7 @@ impl Region {
                     // Replace it only if nobody else is attached, holding
                     // the attach byte exclusively until its name is gone,
                     // so that nobody attaches to it meanwhile (see
-                    // `open_inner`).
+                    // `lock_attach`).
                     if !r.attach_exclusively() {
                         return Err(OpenError::ConfigMismatch {
                             name: name.into(),
@@ -507,7 +511,7 @@ impl Region {
                 }
                 Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
                 // Removed between our create and open: try again.
-                Ok(Opened::Replaced) | Err(OpenError::NotFound { .. }) => {}
+                Err(OpenError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
