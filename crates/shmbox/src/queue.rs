@@ -82,6 +82,12 @@ fn stamp_of(cell: u64) -> u32 {
     (cell >> 32) as u32
 }
 
+/// Whether `cell`, at position `pos`, is room for the entry of that
+/// position: stamped `pos`, empty or marked by a parked consumer.
+fn is_room(cell: u64, pos: u32) -> bool {
+    stamp_of(cell) == pos && matches!(cell as u32, 0 | PARKED)
+}
+
 /// A `tail` word: the position in the high half, so that moving it on is
 /// one addition that wraps the position and leaves the owner alone.
 #[inline]
@@ -334,8 +340,8 @@ impl<'a> OffsetQueue<'a> {
         let cell = self.cell(pos);
         let current = cell.load(Ordering::Acquire);
         let stamp = stamp_of(current);
-        let room = stamp == pos && matches!(current as u32, 0 | PARKED | CLOSED);
-        if room || stamp == pos.wrapping_add(1) {
+        let closed = current == pack(pos, CLOSED);
+        if is_room(current, pos) || closed || stamp == pos.wrapping_add(1) {
             // Room (or closed meanwhile), or filled by a producer that has
             // not moved `tail` yet.
             return false;
@@ -402,9 +408,8 @@ impl<'a> OffsetQueue<'a> {
     pub(crate) fn corrupt_head(&self) -> Option<u64> {
         let head = self.head.load(Ordering::Relaxed) as u32;
         let current = self.cell(head).load(Ordering::Acquire);
-        let room = stamp_of(current) == head && matches!(current as u32, 0 | PARKED);
         let entry = stamp_of(current) == head.wrapping_add(1);
-        (!room && !entry).then_some(current)
+        (!is_room(current, head) && !entry).then_some(current)
     }
 
     /// Consumer, awake again: removes its mark if no entry replaced it.
