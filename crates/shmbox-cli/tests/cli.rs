@@ -530,6 +530,63 @@ fn send_and_recv_errors() {
         ));
 }
 
+/// A scribble on the receiver's own mailbox: a cell the library can
+/// repair is reported once and the messages after it arrive, and the
+/// timeout still counts; one it cannot (its head scribbled too) stops
+/// `recv` at once with an error, instead of a warning per poll for ever.
+#[test]
+fn recv_reports_a_scribbled_mailbox_once_or_stops() {
+    use std::os::unix::fs::FileExt;
+    let r = Region::create(
+        "scribble",
+        &["--class", "64:16", "--participants", "4", "--mailbox", "4"],
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/shmbox.{}", r.name()))
+        .unwrap();
+    // The layout (src/layout.rs): a 4096-byte header, 4 slots of 256
+    // bytes, then slot 0's mailbox: its head at +128, its cells at +256.
+    let (head_at, cells_at) = (4096 + 4 * 256 + 128, 4096 + 4 * 256 + 256);
+    let head = || {
+        let mut word = [0u8; 8];
+        file.read_exact_at(&mut word, head_at).unwrap();
+        u64::from_le_bytes(word)
+    };
+
+    let started = Instant::now();
+    let rx = Background::spawn(&["recv", r.name(), "--as", "rx", "--timeout", "2s"]);
+    r.wait_for("rx", true);
+    let cell = cells_at + 8 * (head() % 4);
+    file.write_at(&u64::MAX.to_le_bytes(), cell).unwrap();
+    shmbox(["send", r.name(), "--to", "rx"])
+        .write_stdin("after")
+        .assert()
+        .success();
+    let (status, stdout, stderr) = rx.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, b"after");
+    assert_eq!(
+        stderr.matches("warning: corrupt mailbox").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("it is empty again"), "{stderr}");
+    // It waited its 2 s for a second message, no more.
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let started = Instant::now();
+    let rx = Background::spawn(&["recv", r.name(), "--as", "rx", "--timeout", "20s"]);
+    r.wait_for("rx", true);
+    file.write_at(&(head() + 1000).to_le_bytes(), head_at)
+        .unwrap();
+    let (status, _, stderr) = rx.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be repaired"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+}
+
 #[test]
 fn corrupt_region_is_reported_not_fatal() {
     let r = Region::create("corrupt", &["--class", "64:4"]);

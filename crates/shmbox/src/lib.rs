@@ -80,15 +80,20 @@
 //!   panic, loop without bound or wait beyond what you asked for. Every
 //!   offset, index, length and count read from shared memory is validated
 //!   before use (a bad mailbox entry is a [`Corruption`] error and is
-//!   skipped), loops over shared state are bounded, and the header is
-//!   checked against the object's size once and then ignored.
+//!   skipped; a scribbled cell at the head of your own mailbox is repaired
+//!   when the mailbox's tail says what it held, and reported by every
+//!   receive otherwise), loops over shared state are bounded, and the
+//!   header is checked against the object's size once and then ignored.
 //! * **Not guaranteed:** a participant with write access can read, change,
 //!   drop or forge *messages* (including while you read one: message bytes
 //!   are data, shmbox never trusts them), take names, exhaust the pool or
-//!   fill mailboxes. Keep untrusted processes out with the object's mode:
-//!   regions are `0600` unless [`Config::with_mode`] grants group or other
-//!   access, and a process of another user is refused with
-//!   [`OpenError::PermissionDenied`].
+//!   fill mailboxes. It can also shrink the region's object
+//!   (`ftruncate`): every process that then touches the lost pages dies
+//!   of `SIGBUS`, which no check can prevent (POSIX shared memory cannot
+//!   be sealed against it). Keep untrusted processes out with the
+//!   object's mode: regions are `0600` unless [`Config::with_mode`] grants
+//!   group or other access, and a process of another user is refused
+//!   with [`OpenError::PermissionDenied`].
 //!
 //! # Example
 //!

@@ -8,7 +8,7 @@ use crate::error::{
 };
 use crate::layout::{self, ChunkAt, ChunkRef, ChunkView, Counter, Mapped, BATCH_FLAG, COUNTERS};
 use crate::notify::{EventCount, KeepNotice};
-use crate::queue::{PushError, Pushed};
+use crate::queue::{PushError, Pushed, Repaired};
 use crate::region::Region;
 use crate::registry::SlotLocks;
 use crate::registry::{self, ClaimError};
@@ -1325,13 +1325,27 @@ impl Mailbox {
 
     /// The cell at our queue's head if it is neither empty nor an entry:
     /// only a scribble on the region makes one, and polling it would find
-    /// nothing for ever.
+    /// nothing for ever. It is repaired where the queue's tail says what
+    /// it was ([`OffsetQueue::repair_head`](crate::queue::OffsetQueue::repair_head)),
+    /// so that it is reported once and the messages after it arrive;
+    /// otherwise every receive reports it.
     fn head_corruption(&self) -> Option<Corruption> {
-        let m = self.mapped();
-        let cell = m.mailbox(self.address.slot).queue.corrupt_head()?;
-        Some(Corruption {
-            reason: format!("mailbox cell {cell:#x} is neither empty nor an entry"),
-        })
+        let queue = self.mapped().mailbox(self.address.slot).queue;
+        let cell = queue.corrupt_head()?;
+        let reason = match queue.repair_head(self.address.generation, cell) {
+            Some(Repaired::Emptied) => {
+                format!("mailbox cell {cell:#x} was neither empty nor an entry; it is empty again")
+            }
+            Some(Repaired::Skipped) => format!(
+                "mailbox cell {cell:#x} was neither empty nor an entry; the message it held \
+                 is lost, the next ones follow"
+            ),
+            None => format!(
+                "mailbox cell {cell:#x} is neither empty nor an entry, and the mailbox's head \
+                 and tail do not say what it held: the mailbox stays unusable"
+            ),
+        };
+        Some(Corruption { reason })
     }
 
     /// Wakes the senders waiting for room in our mailbox.

@@ -412,6 +412,39 @@ impl<'a> OffsetQueue<'a> {
         (!is_room(current, head) && !entry).then_some(current)
     }
 
+    /// Consumer, having found the cell at `head` corrupt (holding `seen`,
+    /// see [`corrupt_head`](Self::corrupt_head)): puts it back in order if
+    /// `tail` (still `owner`'s) agrees on where `head` is. At `head`, the
+    /// queue was empty there: the cell is room again. Past it, but by no
+    /// more than the capacity, the cell held an entry, now lost: it is
+    /// re-armed for the next lap and `head` moves past it, as a take does.
+    /// Anything else (the queue closed, or `head` or `tail` scribbled too)
+    /// is left as it is. A compare-and-swap from `seen`: a cell that
+    /// changed since is left alone too.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn repair_head(&self, owner: u32, seen: u64) -> Option<Repaired> {
+        let cap = self.cells.len() as u32;
+        let head = self.head.load(Ordering::Relaxed) as u32;
+        let tail = self.tail.load(Ordering::Relaxed);
+        if owner_of(tail) != owner {
+            return None;
+        }
+        let ahead = position_of(tail).wrapping_sub(head);
+        let (repaired, how) = match ahead {
+            0 => (pack(head, 0), Repaired::Emptied),
+            a if a <= cap => (pack(head.wrapping_add(cap), 0), Repaired::Skipped),
+            _ => return None,
+        };
+        self.cell(head)
+            .compare_exchange(seen, repaired, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        if how == Repaired::Skipped {
+            self.head
+                .store(u64::from(head.wrapping_add(1)), Ordering::Release);
+        }
+        Some(how)
+    }
+
     /// Consumer, awake again: removes its mark if no entry replaced it.
     pub(crate) fn unmark_parked(&self) {
         let head = self.head.load(Ordering::Relaxed) as u32;
@@ -576,6 +609,15 @@ impl<'a> OffsetQueue<'a> {
     }
 }
 
+/// What [`OffsetQueue::repair_head`] made of a corrupt cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repaired {
+    /// The queue was empty there: the cell is room again.
+    Emptied,
+    /// The cell held an entry (now lost): the queue goes on past it.
+    Skipped,
+}
+
 #[cfg(all(test, not(shmbox_loom)))]
 mod tests {
     use super::*;
@@ -724,6 +766,56 @@ mod tests {
             cell.store(scribble, Ordering::Relaxed);
             assert_eq!(q.corrupt_head(), Some(scribble));
         }
+    }
+
+    /// A scribbled cell at `head` is repaired as what `tail` says it was:
+    /// room (the queue was empty there), or an entry now lost (the queue
+    /// goes on past it, the entries behind it in order). A head or tail
+    /// that does not agree, another owner, or a cell that changed since
+    /// it was seen, leave everything as it is.
+    #[test]
+    fn a_scribbled_head_cell_is_repaired_as_what_the_tail_says_it_was() {
+        let scribble = 0xdead_beef_dead_beef;
+        // Empty, across the wrap of positions too.
+        for start in [0, u32::MAX] {
+            let (t, h, c) = opened(4);
+            start_at(&t, &h, &c, start);
+            let q = OffsetQueue::new(&t, &h, &c);
+            let cell = &c[(start % 4) as usize];
+            cell.store(scribble, Ordering::Relaxed);
+            assert_eq!(q.repair_head(OWNER + 1, scribble), None, "another owner");
+            assert_eq!(q.repair_head(OWNER, 1), None, "changed since seen");
+            assert_eq!(cell.load(Ordering::Relaxed), scribble);
+            assert_eq!(q.repair_head(OWNER, scribble), Some(Repaired::Emptied));
+            assert_eq!(q.corrupt_head(), None);
+            q.push(OWNER, 5).unwrap();
+            assert_eq!(q.pop(), Some(5));
+        }
+        // An entry overwritten: the two behind it still arrive, and the
+        // queue takes a full lap after.
+        let (t, h, c) = opened(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        for v in 1..=3 {
+            q.push(OWNER, v).unwrap();
+        }
+        c[0].store(scribble, Ordering::Relaxed);
+        assert_eq!(q.repair_head(OWNER, scribble), Some(Repaired::Skipped));
+        assert_eq!((q.pop(), q.pop(), q.pop()), (Some(2), Some(3), None));
+        for v in 4..=7 {
+            q.push(OWNER, v).unwrap();
+        }
+        assert_eq!(q.push(OWNER, 8), Err(PushError::Full));
+        assert_eq!((q.pop(), q.len()), (Some(4), 3));
+        // A head scribbled too, more than a lap from the tail.
+        let (t, h, c) = opened(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        h.store(1000, Ordering::Relaxed);
+        let seen = q.corrupt_head().unwrap();
+        assert_eq!(q.repair_head(OWNER, seen), None);
+        assert_eq!(
+            (h.load(Ordering::Relaxed), q.corrupt_head()),
+            (1000, Some(seen))
+        );
     }
 
     #[test]

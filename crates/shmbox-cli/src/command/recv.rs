@@ -3,40 +3,53 @@
 use super::{join, open_region};
 use crate::cli::RecvArgs;
 use crate::{output, Failure, Result};
-use shmbox::{RecvError, RecvTimeoutError};
+use shmbox::{Corruption, Message, RecvError, RecvTimeoutError};
 use std::io::Write;
+use std::time::Instant;
 
 pub fn run(args: RecvArgs) -> Result {
     let region = open_region(&args.name)?;
     let me = join(&region, &args.name, &args.as_name)?;
     let mut out = std::io::stdout().lock();
     let mut received = 0u64;
+    // A corruption the library reports again, with no message in between,
+    // is one it could not repair: every receive would report it.
+    let mut reported: Option<String> = None;
+    // The wait for each message starts when the one before arrived; a
+    // corruption reported meanwhile does not restart it.
+    let mut waiting_since = Instant::now();
     while args.count.is_none_or(|n| received < n) {
-        let message = match args.timeout {
-            Some(t) => match me.recv_timeout(t) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) if received > 0 => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(Failure::timeout(format!(
-                        "no message for '{}' in region '{}' within {}",
-                        args.as_name,
-                        args.name,
-                        output::duration_fine(t)
-                    )))
+        let got = match args.timeout {
+            Some(t) => {
+                let left = t.saturating_sub(waiting_since.elapsed());
+                match me.recv_timeout(left) {
+                    Ok(m) => Ok(m),
+                    Err(RecvTimeoutError::Timeout) if received > 0 => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(Failure::timeout(format!(
+                            "no message for '{}' in region '{}' within {}",
+                            args.as_name,
+                            args.name,
+                            output::duration_fine(t)
+                        )))
+                    }
+                    Err(RecvTimeoutError::Corrupt(c)) => Err(c),
                 }
-                Err(RecvTimeoutError::Corrupt(c)) => {
-                    eprintln!("warning: skipped a corrupt message: {}", c.reason());
-                    continue;
-                }
-            },
-            None => match me.recv() {
-                Ok(m) => m,
-                Err(RecvError::Corrupt(c)) => {
-                    eprintln!("warning: skipped a corrupt message: {}", c.reason());
-                    continue;
-                }
-            },
+            }
+            None => me.recv().map_err(|RecvError::Corrupt(c)| c),
         };
+        let message: Message<'_> = match got {
+            Ok(m) => m,
+            Err(c) => {
+                if reported.as_deref() == Some(c.reason()) {
+                    return Err(unusable(&args.name, &args.as_name, &c));
+                }
+                eprintln!("warning: corrupt mailbox: {}", c.reason());
+                reported = Some(c.reason().to_string());
+                continue;
+            }
+        };
+        reported = None;
         out.write_all(&message)?;
         drop(message);
         if args.lines {
@@ -45,6 +58,16 @@ pub fn run(args: RecvArgs) -> Result {
         // Whoever reads the pipe sees each message as it arrives.
         out.flush()?;
         received += 1;
+        waiting_since = Instant::now();
     }
     Ok(())
+}
+
+fn unusable(region: &str, me: &str, c: &Corruption) -> Failure {
+    Failure::error(format!(
+        "the mailbox of '{me}' in region '{region}' is corrupt and cannot be repaired: {}\n\
+         hint: `shmbox info {region}` shows the region; if it is damaged, \
+         recreate it (`shmbox rm {region}`, then create it again)",
+        c.reason()
+    ))
 }
