@@ -513,7 +513,7 @@ fn send_and_recv_errors() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
-            "line 2 is 2000 bytes, larger than 1 KiB (1024 bytes)",
+            "line 2 is larger than 1 KiB (1024 bytes)",
         ))
         .stderr(predicate::str::contains("(1 earlier message was sent)"));
     // A name in use.
@@ -528,6 +528,36 @@ fn send_and_recv_errors() {
         .stdout(predicate::str::contains(
             "1 live participant keeps its memory",
         ));
+}
+
+/// `send --lines` refuses a line once it passes the largest message: input
+/// without line breaks is not read to its end (an endless stream was read
+/// into memory until the memory ran out).
+#[test]
+fn an_endless_line_is_refused_without_reading_it_all() {
+    let r = Region::create("endless", &["--class", "64:4,1K:4"]);
+    let _rx = Background::spawn(&["recv", r.name(), "--as", "rx"]);
+    r.wait_for("rx", true);
+    let mut child = std::process::Command::new(bin())
+        .args(["send", r.name(), "--to", "rx", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Writes until the reader goes away.
+    let writer = std::thread::spawn(move || {
+        let block = [b'y'; 1 << 16];
+        while stdin.write_all(&block).is_ok() {}
+    });
+    let (status, _, stderr) = Background(child).finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 1 is larger than 1 KiB (1024 bytes)"),
+        "{stderr}"
+    );
+    writer.join().unwrap();
 }
 
 /// A scribble on the receiver's own mailbox: a cell the library can
@@ -585,6 +615,27 @@ fn recv_reports_a_scribbled_mailbox_once_or_stops() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot be repaired"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+}
+
+/// Someone shrinks the region's object under `watch`, whose view then
+/// lost pages: it ends with an error (status 1), not a bus error.
+#[test]
+fn watch_ends_with_an_error_when_the_region_is_shrunk() {
+    let r = Region::create("shrunk", &["--class", "64:4"]);
+    let watch = Background::spawn(&["watch", r.name(), "--interval", "20", "--count", "1000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/shmbox.{}", r.name()))
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let (status, _, stderr) = watch.finish();
+    assert_eq!(status.code(), Some(1), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("was shrunk while being watched"),
+        "{stderr}"
+    );
 }
 
 #[test]

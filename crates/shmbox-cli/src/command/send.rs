@@ -43,18 +43,24 @@ pub fn run(args: SendArgs) -> Result {
     };
     match whole {
         Some(data) => sender.run(std::iter::once(Ok(data)), max),
-        None => sender.run(Lines(stdin), max),
+        None => sender.run(Lines { input: stdin, max }, max),
     }
 }
 
-/// The lines of a reader as byte vectors, without their `\n`.
-struct Lines<R>(R);
+/// The lines of a reader as byte vectors, without their `\n`. A line
+/// longer than `max` bytes is cut after `max + 1` (enough to refuse it),
+/// so that input without line breaks does not fill the memory.
+struct Lines<R> {
+    input: R,
+    max: u64,
+}
 
 impl<R: BufRead> Iterator for Lines<R> {
     type Item = std::io::Result<Vec<u8>>;
     fn next(&mut self) -> Option<Self::Item> {
         let mut line = Vec::new();
-        match self.0.read_until(b'\n', &mut line) {
+        let mut input = (&mut self.input).take(self.max.saturating_add(2));
+        match input.read_until(b'\n', &mut line) {
             Ok(0) => None,
             Ok(_) => {
                 if line.last() == Some(&b'\n') {
@@ -83,7 +89,7 @@ impl Sender<'_> {
                 return Err(too_large(
                     &self.args.name,
                     max,
-                    &format!("line {} is {} bytes,", i + 1, message.len()),
+                    &format!("line {} is", i + 1),
                     Some(self.sent),
                 ));
             }
@@ -170,13 +176,14 @@ fn peer(region: &Region, args: &SendArgs) -> Result<Address> {
 }
 
 fn too_large(region: &str, max: u64, what: &str, sent: Option<u64>) -> Failure {
-    let sent = match sent {
-        Some(0) | None => String::new(),
-        Some(1) => " (1 earlier message was sent)".to_string(),
-        Some(n) => format!(" ({n} earlier messages were sent)"),
+    let (sent, pieces) = match sent {
+        None => (String::new(), "send it in pieces (--lines)"),
+        Some(0) => (String::new(), "split it"),
+        Some(1) => (" (1 earlier message was sent)".to_string(), "split it"),
+        Some(n) => (format!(" ({n} earlier messages were sent)"), "split it"),
     };
     Failure::error(format!(
-        "{what} larger than {} ({max} bytes), the largest message region '{region}' carries{sent}; send it in pieces (--lines), or create the region with a larger --class",
+        "{what} larger than {} ({max} bytes), the largest message region '{region}' carries{sent}; {pieces}, or create the region with a larger --class",
         exact_bytes(max)
     ))
 }

@@ -5,7 +5,9 @@
 //! clear to end of line and of screen). When stdin is a terminal it is put
 //! in raw mode (crossterm) to read `q` (or Esc, or Ctrl-C) without Enter;
 //! a guard restores it on every way out, errors and panics included.
-//! SIGINT, SIGTERM and SIGHUP end the loop cleanly too. When stdout is not a
+//! SIGINT, SIGTERM and SIGHUP end the loop cleanly too. SIGBUS (someone
+//! shrank the region's object, and the view of it lost pages) ends the
+//! process with an error, the terminal restored first. When stdout is not a
 //! terminal, each refresh is printed as a plain block after a blank line.
 
 use super::info::{state, yes_no, Counters, Snapshot};
@@ -17,7 +19,7 @@ use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use shmbox::Region;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Set by the signal handler.
@@ -25,6 +27,37 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
+}
+
+/// The terminal's settings before raw mode (null if stdin is not a
+/// terminal), for [`on_bus_error`].
+static SAVED_TERMIOS: AtomicPtr<libc::termios> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Someone shrank the region's object: our view of the pages past its new
+/// end raises SIGBUS. Restores the terminal, says so and exits, with
+/// async-signal-safe calls only (the handler never returns to the access).
+extern "C" fn on_bus_error(_: libc::c_int) {
+    const SHOW_CURSOR: &[u8] = b"\x1b[?25h\r\n";
+    const MESSAGE: &[u8] =
+        b"error: the region's object was shrunk while being watched (someone truncated it)\r\n";
+    let saved = SAVED_TERMIOS.load(Ordering::Acquire);
+    // SAFETY: `tcsetattr`, `write` and `_exit` are async-signal-safe;
+    // `saved` is null or points to a leaked termios written before the
+    // handler was installed.
+    unsafe {
+        if !saved.is_null() {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+        }
+        if CURSOR_HIDDEN.load(Ordering::Relaxed) {
+            libc::write(
+                libc::STDOUT_FILENO,
+                SHOW_CURSOR.as_ptr().cast(),
+                SHOW_CURSOR.len(),
+            );
+        }
+        libc::write(libc::STDERR_FILENO, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        libc::_exit(1);
+    }
 }
 
 fn catch_signals() {
@@ -35,6 +68,18 @@ fn catch_signals() {
         unsafe {
             libc::signal(sig, handler as libc::sighandler_t);
         }
+    }
+    let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: `tcgetattr` fills `termios` when it returns 0.
+    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, termios.as_mut_ptr()) } == 0 {
+        // SAFETY: initialised by the successful call above.
+        let termios = Box::new(unsafe { termios.assume_init() });
+        SAVED_TERMIOS.store(Box::into_raw(termios), Ordering::Release);
+    }
+    let handler: extern "C" fn(libc::c_int) = on_bus_error;
+    // SAFETY: the handler makes only async-signal-safe calls (see there).
+    unsafe {
+        libc::signal(libc::SIGBUS, handler as libc::sighandler_t);
     }
 }
 
@@ -59,8 +104,19 @@ impl Drop for RawMode {
 /// Hides the cursor while it lives.
 struct HiddenCursor;
 
+/// Whether a [`HiddenCursor`] lives (for [`on_bus_error`]).
+static CURSOR_HIDDEN: AtomicBool = AtomicBool::new(false);
+
+impl HiddenCursor {
+    fn new() -> HiddenCursor {
+        CURSOR_HIDDEN.store(true, Ordering::Relaxed);
+        HiddenCursor
+    }
+}
+
 impl Drop for HiddenCursor {
     fn drop(&mut self) {
+        CURSOR_HIDDEN.store(false, Ordering::Relaxed);
         let mut out = std::io::stdout();
         let _ = out.write_all(b"\x1b[?25h");
         let _ = out.flush();
@@ -91,7 +147,7 @@ pub fn run(args: WatchArgs) -> Result {
     } else {
         None
     };
-    let _cursor = tty_out.then(|| HiddenCursor);
+    let _cursor = tty_out.then(HiddenCursor::new);
     let interval = Duration::from_millis(args.interval);
     let mut before: HashMap<(u32, u32), Before> = HashMap::new();
     let mut frames = 0u64;
