@@ -32,8 +32,8 @@ pub fn run(args: RmArgs) -> Result {
 /// Removes one region; the line to print, if any.
 fn remove(name: &str, force: bool) -> Result<Option<String>> {
     // Who is still attached, to say so (best effort: a corrupt region is
-    // removed all the same).
-    let live = Region::open(name)
+    // removed all the same). Read-only: looking does not attach.
+    let live = Region::inspect(name)
         .map(|r| r.participants().iter().filter(|p| p.alive).count())
         .unwrap_or(0);
     match Region::remove(name) {
@@ -50,6 +50,14 @@ fn remove(name: &str, force: bool) -> Result<Option<String>> {
         ))),
         Err(RemoveError::InvalidName(n)) => {
             Err(Failure::usage(format!("invalid region name '{name}': {n}")))
+        }
+        Err(RemoveError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(Failure::error(format!(
+                "region '{name}' may only be removed by its owner or root \
+                 (/dev/shm is sticky): {source}"
+            )))
         }
         Err(e) => Err(Failure::error(format!(
             "{e}; check that you may write to /dev/shm"

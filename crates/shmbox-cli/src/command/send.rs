@@ -145,8 +145,8 @@ impl Sender<'_> {
     fn progress(&self) -> String {
         match self.sent {
             0 => String::new(),
-            1 => " after 1 message was delivered".into(),
-            n => format!(" after {n} messages were delivered"),
+            1 => " after 1 message was sent (queued for it, not necessarily read)".into(),
+            n => format!(" after {n} messages were sent (queued for it, not necessarily read)"),
         }
     }
 }
