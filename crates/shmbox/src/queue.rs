@@ -244,8 +244,12 @@ impl<'a> OffsetQueue<'a> {
                         }
                     }
                 }
-            } else if stamp == pos.wrapping_add(1) {
-                // Filled by another producer that has not advanced `tail` yet.
+            } else if stamp == pos.wrapping_add(1) || stamp == pos.wrapping_add(cap) {
+                // Filled by another producer that has not advanced `tail`
+                // yet; or filled, taken and re-armed for the next lap
+                // already (that producer was killed before it advanced
+                // `tail`, and nobody else has pushed since: without this,
+                // every push would find the queue full for ever).
                 self.advance_tail(tail);
             } else if stamp == pos.wrapping_sub(cap).wrapping_add(1) {
                 // Still holds the entry of the previous lap: full, unless
@@ -765,6 +769,35 @@ mod tests {
         for scribble in [pack(head as u32 + 7, 0), pack(head as u32, 5)] {
             cell.store(scribble, Ordering::Relaxed);
             assert_eq!(q.corrupt_head(), Some(scribble));
+        }
+    }
+
+    /// A producer killed between its publishing CAS and moving `tail`,
+    /// whose entry the consumer took (and re-armed for the next lap)
+    /// before anyone else pushed: the next push moves `tail` on instead of
+    /// finding the queue full for ever, at every position of a lap and
+    /// across the wrap of positions.
+    #[test]
+    fn a_producer_killed_before_moving_tail_does_not_wedge_the_queue() {
+        for start in [0, u32::MAX - 1] {
+            let (t, h, c) = opened(4);
+            start_at(&t, &h, &c, start);
+            let q = OffsetQueue::new(&t, &h, &c);
+            for i in 0..6u32 {
+                let pos = start.wrapping_add(2 * i);
+                // The killed producer's CAS, and nothing after it.
+                let cell = &c[(pos % 4) as usize];
+                assert_eq!(cell.load(Ordering::Relaxed), pack(pos, 0));
+                cell.store(pack(pos.wrapping_add(1), 100 + i), Ordering::Relaxed);
+                assert_eq!(q.pop(), Some(100 + i));
+                assert_eq!(
+                    position_of(t.load(Ordering::Relaxed)),
+                    pos,
+                    "tail left behind"
+                );
+                assert_eq!(q.push(OWNER, i + 1), Ok(Pushed::Quiet));
+                assert_eq!(q.pop(), Some(i + 1));
+            }
         }
     }
 
