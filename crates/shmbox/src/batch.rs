@@ -172,7 +172,12 @@ impl<'a> Iterator for Records<'a> {
             self.done = true;
             return None;
         }
-        let bad = |reason: String| Some(Err(Corruption { reason }));
+        let bad = |reason: String| {
+            Some(Err(Corruption {
+                reason,
+                lasting: false,
+            }))
+        };
         let Some((header, rest)) = self.bytes.split_first_chunk::<RECORD_HEADER>() else {
             self.done = true;
             return bad(format!(

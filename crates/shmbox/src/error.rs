@@ -321,20 +321,32 @@ pub enum SendCopyError {
 ///   been removed from the mailbox; the next receive goes on with the next
 ///   entry;
 /// * a mailbox cell that holds neither an entry nor room for one (only a
-///   scribble on the region makes one). Such a cell stays: a waiting
-///   receive reports it again, and so does a `try_recv` on the first empty
-///   poll after a message and on every 16th after that (the polls in
-///   between say `Empty`).
+///   scribble on the region makes one). Where the mailbox's tail says what
+///   the cell held, it is repaired as it is reported (any message it held
+///   is lost; its chunk stays held until its sender and receiver have both
+///   left), and the next receive goes on. Otherwise the cell stays
+///   ([`is_lasting`](Self::is_lasting)): a waiting receive reports it
+///   again, and so does a `try_recv` on the first empty poll after a
+///   message and on every 16th after that (the polls in between say
+///   `Empty`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt mailbox entry: {reason}")]
 pub struct Corruption {
     pub(crate) reason: String,
+    pub(crate) lasting: bool,
 }
 
 impl Corruption {
     /// What was wrong with the entry.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// Whether the mailbox stays unusable: receives will report this
+    /// again, and no message will arrive (recreate the region). `false`
+    /// for a bad entry, which is gone, and for a cell that was repaired.
+    pub fn is_lasting(&self) -> bool {
+        self.lasting
     }
 }
 

@@ -1002,14 +1002,26 @@ pub(crate) fn create_in(backing: Backing, mut layout: Layout) -> Mapped {
     mapped
 }
 
-/// A random region instance: std's hasher keys come from the operating
-/// system's random source (once per thread, then stepped), so two regions
-/// share one only by chance (one in 2^32).
+/// A random region instance, from the kernel's random source (or, where
+/// `getrandom` fails, from std's random hasher keys mixed with the process
+/// id and the time, which differ in a forked child): two regions share one
+/// only by chance (one in 2^32).
 fn fresh_instance() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u32
+    let mut bytes = [0u8; 4];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(4) => u32::from_ne_bytes(bytes),
+        _ => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish() as u32
+        }
+    }
 }
 
 #[cfg(test)]

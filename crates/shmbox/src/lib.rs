@@ -81,8 +81,8 @@
 //!   offset, index, length and count read from shared memory is validated
 //!   before use (a bad mailbox entry is a [`Corruption`] error and is
 //!   skipped; a scribbled cell at the head of your own mailbox is repaired
-//!   when the mailbox's tail says what it held, and reported by every
-//!   receive otherwise), loops over shared state are bounded, and the
+//!   when the mailbox's tail says what it held, and otherwise reported
+//!   again by later receives as lasting), loops over shared state are bounded, and the
 //!   header is checked against the object's size once and then ignored.
 //! * **Not guaranteed:** a participant with write access can read, change,
 //!   drop or forge *messages* (including while you read one: message bytes

@@ -99,9 +99,9 @@ impl WaitStrategy {
 /// A participant's address: its slot and the slot's generation, in one
 /// region. A stale address (its participant left and the slot was reused)
 /// is refused by `send`, never delivered to the slot's new occupant. An
-/// address is only good in the region it came from: another region's
-/// mailboxes refuse it (see [`Mailbox::send`]), however many handles of
-/// that one region the process has.
+/// address is only good in the region it came from: sending to it
+/// through another region's mailbox panics (see [`Mailbox::send`]),
+/// however many handles of that one region the process has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Address {
     pub(crate) slot: u32,
@@ -1045,11 +1045,23 @@ impl Mailbox {
                 Err(Undelivered::Full) => {}
                 other => return other,
             }
+            // A receiver that left closed its queue; but a queue a scribble
+            // keeps full (a cell the close could not tell from a closed
+            // one) would keep us here after it left: ask its slot too.
+            if self.left(to) {
+                return Err(Undelivered::Disconnected);
+            }
             // Now and then, make sure the receiver is still alive.
             if self.liveness_check_due(to.slot) && self.region.is_dead(to.slot) {
                 self.region.sweep();
             }
         }
+    }
+
+    /// Whether `to` no longer holds its slot (it left, or is leaving).
+    fn left(&self, to: &Address) -> bool {
+        let state = self.mapped().slot(to.slot).state.load(Ordering::Acquire);
+        registry::status(state) != registry::ACTIVE || registry::generation(state) != to.generation
     }
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
@@ -1115,6 +1127,12 @@ impl Mailbox {
         if !std::ptr::eq(loan.mailbox, self) {
             foreign_loan();
         }
+        self.assert_local(to);
+    }
+
+    /// Panics unless `to` is an address of our region.
+    #[inline(always)]
+    fn assert_local(&self, to: &Address) {
         if to.region != self.address.region {
             foreign_address();
         }
@@ -1202,6 +1220,8 @@ impl Mailbox {
     ///
     /// If `to` is an address of another region.
     pub fn send_copy(&self, data: &[u8], to: &Address) -> Result<(), SendCopyError> {
+        // Before the loan, which may wait.
+        self.assert_local(to);
         let mut loan = self.loan(data.len()).map_err(|e| match e {
             LoanError::TooLarge { requested, max } => SendCopyError::TooLarge { requested, max },
             LoanError::Timeout { .. } => unreachable!("loan without timeout does not time out"),
@@ -1286,6 +1306,7 @@ impl Mailbox {
             Err(e) => {
                 self.refused(Refusal::Corrupt(Corruption {
                     reason: e.to_string(),
+                    lasting: false,
                 }));
                 None
             }
@@ -1326,26 +1347,46 @@ impl Mailbox {
     /// The cell at our queue's head if it is neither empty nor an entry:
     /// only a scribble on the region makes one, and polling it would find
     /// nothing for ever. It is repaired where the queue's tail says what
-    /// it was ([`OffsetQueue::repair_head`](crate::queue::OffsetQueue::repair_head)),
+    /// it held ([`OffsetQueue::repair_head`](crate::queue::OffsetQueue::repair_head)),
     /// so that it is reported once and the messages after it arrive;
-    /// otherwise every receive reports it.
+    /// otherwise it is reported as lasting.
     fn head_corruption(&self) -> Option<Corruption> {
         let queue = self.mapped().mailbox(self.address.slot).queue;
-        let cell = queue.corrupt_head()?;
-        let reason = match queue.repair_head(self.address.generation, cell) {
-            Some(Repaired::Emptied) => {
-                format!("mailbox cell {cell:#x} was neither empty nor an entry; it is empty again")
-            }
-            Some(Repaired::Skipped) => format!(
-                "mailbox cell {cell:#x} was neither empty nor an entry; the message it held \
-                 is lost, the next ones follow"
-            ),
-            None => format!(
+        let mut cell = queue.corrupt_head()?;
+        // A try again if the cell changed under the repair (a sender
+        // flagged it meanwhile, say).
+        for _ in 0..3 {
+            let reason = match queue.repair_head(self.address.generation, cell) {
+                Some(Repaired::Emptied) => format!(
+                    "mailbox cell {cell:#x} was neither empty nor an entry; it is empty again"
+                ),
+                Some(Repaired::Skipped) => format!(
+                    "mailbox cell {cell:#x} was neither empty nor an entry; the message it \
+                     held is lost, the next ones follow"
+                ),
+                None => match queue.corrupt_head() {
+                    Some(now) if now != cell => {
+                        cell = now;
+                        continue;
+                    }
+                    None => return None,
+                    Some(_) => break,
+                },
+            };
+            // Senders may be asleep waiting for room behind it.
+            self.ring_room();
+            return Some(Corruption {
+                reason,
+                lasting: false,
+            });
+        }
+        Some(Corruption {
+            reason: format!(
                 "mailbox cell {cell:#x} is neither empty nor an entry, and the mailbox's head \
                  and tail do not say what it held: the mailbox stays unusable"
             ),
-        };
-        Some(Corruption { reason })
+            lasting: true,
+        })
     }
 
     /// Wakes the senders waiting for room in our mailbox.
@@ -1440,6 +1481,7 @@ impl Mailbox {
                     "message length {len} exceeds its chunk's {} bytes",
                     at.capacity
                 ),
+                lasting: false,
             });
         }
         Refusal::Skipped

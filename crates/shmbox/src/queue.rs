@@ -420,33 +420,50 @@ impl<'a> OffsetQueue<'a> {
     /// see [`corrupt_head`](Self::corrupt_head)): puts it back in order if
     /// `tail` (still `owner`'s) agrees on where `head` is. At `head`, the
     /// queue was empty there: the cell is room again. Past it, but by no
-    /// more than the capacity, the cell held an entry, now lost: it is
-    /// re-armed for the next lap and `head` moves past it, as a take does.
-    /// Anything else (the queue closed, or `head` or `tail` scribbled too)
-    /// is left as it is. A compare-and-swap from `seen`: a cell that
-    /// changed since is left alone too.
+    /// more than the capacity, the cell held an entry, now lost: `head`
+    /// moves past it and it is re-armed for the next lap, in the order of
+    /// a take. Anything else is left as it is: a closed cell (the queue
+    /// was closed under its consumer), an entry of the next lap (only a
+    /// scribbled `head` makes it look corrupt), `head` or `tail` scribbled
+    /// out of each other's reach. A compare-and-swap from `seen`: a cell
+    /// that changed since is left alone too.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn repair_head(&self, owner: u32, seen: u64) -> Option<Repaired> {
         let cap = self.cells.len() as u32;
         let head = self.head.load(Ordering::Relaxed) as u32;
         let tail = self.tail.load(Ordering::Relaxed);
-        if owner_of(tail) != owner {
+        if owner_of(tail) != owner || seen == pack(head, CLOSED) {
             return None;
         }
-        let ahead = position_of(tail).wrapping_sub(head);
-        let (repaired, how) = match ahead {
-            0 => (pack(head, 0), Repaired::Emptied),
-            a if a <= cap => (pack(head.wrapping_add(cap), 0), Repaired::Skipped),
-            _ => return None,
-        };
-        self.cell(head)
-            .compare_exchange(seen, repaired, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
-        if how == Repaired::Skipped {
-            self.head
-                .store(u64::from(head.wrapping_add(1)), Ordering::Release);
+        let cell = self.cell(head);
+        match position_of(tail).wrapping_sub(head) {
+            0 => {
+                cell.compare_exchange(seen, pack(head, 0), Ordering::AcqRel, Ordering::Relaxed)
+                    .ok()?;
+                Some(Repaired::Emptied)
+            }
+            ahead if ahead <= cap => {
+                let next_lap = head.wrapping_add(cap);
+                if stamp_of(seen) == next_lap.wrapping_add(1)
+                    || cell.load(Ordering::Acquire) != seen
+                {
+                    return None;
+                }
+                // SYNC POINT: as in `take_unarmed`.
+                self.head
+                    .store(u64::from(head.wrapping_add(1)), Ordering::Release);
+                // Only a producer of the next lap could have changed the
+                // cell since (if `seen` was room for it): its entry stays.
+                let _ = cell.compare_exchange(
+                    seen,
+                    pack(next_lap, 0),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                Some(Repaired::Skipped)
+            }
+            _ => None,
         }
-        Some(how)
     }
 
     /// Consumer, awake again: removes its mark if no entry replaced it.
@@ -839,6 +856,25 @@ mod tests {
         }
         assert_eq!(q.push(OWNER, 8), Err(PushError::Full));
         assert_eq!((q.pop(), q.len()), (Some(4), 3));
+        // `head` a lap behind a full queue's `tail` (as a scribbled `head`
+        // can be), on a cell holding an entry of the next lap whose
+        // producer has not moved `tail` yet: not the repair's to drop.
+        let (t, h, c) = opened(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        let next_lap_entry = pack(2 + 4 + 1, 6);
+        c[2].store(next_lap_entry, Ordering::Relaxed);
+        h.store(2, Ordering::Relaxed);
+        t.store(tail_word(OWNER, 2 + 4), Ordering::Relaxed);
+        assert_eq!(q.corrupt_head(), Some(next_lap_entry));
+        assert_eq!(q.repair_head(OWNER, next_lap_entry), None);
+        assert_eq!(c[2].load(Ordering::Relaxed), next_lap_entry);
+        // A queue closed under its consumer is not reopened by it.
+        let (t, h, c) = opened(4);
+        let q = OffsetQueue::new(&t, &h, &c);
+        q.close(|_| {});
+        let closed = q.corrupt_head().unwrap();
+        assert_eq!(q.repair_head(OWNER, closed), None);
+        assert_eq!(q.corrupt_head(), Some(closed));
         // A head scribbled too, more than a lap from the tail.
         let (t, h, c) = opened(4);
         let q = OffsetQueue::new(&t, &h, &c);

@@ -151,7 +151,7 @@ fn io(e: Errno) -> std::io::Error {
 /// How [`Region::open_inner`] opens an object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
-    /// Read-write, holding the shared attach lock.
+    /// Read-write (`Region::attach` then takes the shared attach lock).
     Attach,
     /// Read-only, without the attach lock.
     Inspect,

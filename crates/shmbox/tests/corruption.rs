@@ -811,6 +811,42 @@ const RECEIVES: [Receive; 3] = [
     },
 ];
 
+/// A sender waiting for room in a mailbox a scribble keeps full (a cell
+/// that looks closed, with another lap's stamp, which the receiver's close
+/// cannot tell from one it closed) is told `Disconnected` once the
+/// receiver leaves, instead of waiting for ever.
+#[test]
+fn a_sender_blocked_on_a_scribbled_mailbox_hears_that_its_receiver_left() {
+    let _dog = watchdog("blocked on a scribble", Duration::from_secs(60));
+    let name = Name::new("corrupt", "blocked");
+    let region = Region::create(&name.0, &config()).unwrap();
+    let rx = region.join("rx").unwrap();
+    let l = Layout::compute(&config());
+    object(name.path())
+        .write_at(&u64::MAX.to_le_bytes(), cells_of(&l, &rx))
+        .unwrap();
+    let to = rx.address();
+    let (done_tx, done_rx) = mpsc::channel();
+    let sender_region = region.clone();
+    std::thread::spawn(move || {
+        let tx = sender_region.join("tx").unwrap();
+        let r = tx.send_copy(b"x", &to);
+        done_tx.send(r).unwrap();
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "waits while rx is there"
+    );
+    drop(rx);
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the sender stopped waiting");
+    assert!(
+        matches!(got, Err(shmbox::SendCopyError::Disconnected)),
+        "{got:?}"
+    );
+}
+
 /// A well-formed cell whose value names no chunk, and a message whose
 /// length exceeds its chunk, are each reported (to `try_recv` and to a
 /// waiting `recv`), never skipped or delivered; the messages after them

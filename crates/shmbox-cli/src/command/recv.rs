@@ -12,9 +12,6 @@ pub fn run(args: RecvArgs) -> Result {
     let me = join(&region, &args.name, &args.as_name)?;
     let mut out = std::io::stdout().lock();
     let mut received = 0u64;
-    // A corruption the library reports again, with no message in between,
-    // is one it could not repair: every receive would report it.
-    let mut reported: Option<String> = None;
     // The wait for each message starts when the one before arrived; a
     // corruption reported meanwhile does not restart it.
     let mut waiting_since = Instant::now();
@@ -40,16 +37,14 @@ pub fn run(args: RecvArgs) -> Result {
         };
         let message: Message<'_> = match got {
             Ok(m) => m,
+            // One the library could not repair: every receive would
+            // report it again.
+            Err(c) if c.is_lasting() => return Err(unusable(&args.name, &args.as_name, &c)),
             Err(c) => {
-                if reported.as_deref() == Some(c.reason()) {
-                    return Err(unusable(&args.name, &args.as_name, &c));
-                }
                 eprintln!("warning: corrupt mailbox: {}", c.reason());
-                reported = Some(c.reason().to_string());
                 continue;
             }
         };
-        reported = None;
         out.write_all(&message)?;
         drop(message);
         if args.lines {

@@ -51,9 +51,7 @@ fn remove(name: &str, force: bool) -> Result<Option<String>> {
         Err(RemoveError::InvalidName(n)) => {
             Err(Failure::usage(format!("invalid region name '{name}': {n}")))
         }
-        Err(RemoveError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
+        Err(RemoveError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
             Err(Failure::error(format!(
                 "region '{name}' may only be removed by its owner or root \
                  (/dev/shm is sticky): {source}"

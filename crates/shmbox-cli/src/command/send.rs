@@ -48,8 +48,8 @@ pub fn run(args: SendArgs) -> Result {
 }
 
 /// The lines of a reader as byte vectors, without their `\n`. A line
-/// longer than `max` bytes is cut after `max + 1` (enough to refuse it),
-/// so that input without line breaks does not fill the memory.
+/// longer than `max` bytes is cut after `max + 1` bytes (enough to refuse
+/// it), so that input without line breaks does not fill the memory.
 struct Lines<R> {
     input: R,
     max: u64,
@@ -59,7 +59,8 @@ impl<R: BufRead> Iterator for Lines<R> {
     type Item = std::io::Result<Vec<u8>>;
     fn next(&mut self) -> Option<Self::Item> {
         let mut line = Vec::new();
-        let mut input = (&mut self.input).take(self.max.saturating_add(2));
+        // `max` bytes and the `\n`, or one byte too many.
+        let mut input = (&mut self.input).take(self.max.saturating_add(1));
         match input.read_until(b'\n', &mut line) {
             Ok(0) => None,
             Ok(_) => {
