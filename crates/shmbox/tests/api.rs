@@ -393,6 +393,11 @@ fn addresses_are_the_regions_not_the_handles() {
     let b = second.join("b").unwrap();
     assert_eq!(first.address("b").unwrap(), b.address());
     assert_eq!(second.address("a").unwrap(), a.address());
+    // A read-only handle, and the participants' table, agree.
+    let inspector = Region::inspect(&name.0).unwrap();
+    assert_eq!(inspector.address("a").unwrap(), a.address());
+    let listed: Vec<_> = first.participants().iter().map(|p| p.address).collect();
+    assert!(listed.contains(&a.address()) && listed.contains(&b.address()));
     a.send_copy(b"to b", &first.address("b").unwrap()).unwrap();
     let msg = b.try_recv().unwrap();
     assert_eq!(&*msg, b"to b");
