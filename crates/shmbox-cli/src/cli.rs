@@ -263,10 +263,12 @@ pub fn parse_class(s: &str) -> Result<(u64, u32), String> {
         format!("'{s}' is not a size class; write SIZE:COUNT, e.g. 1K:256 for 256 chunks of 1 KiB")
     })?;
     let size = parse_size(size)?;
-    let count = count
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| format!("'{s}': the chunk count '{count}' is not a whole number"))?;
+    let count = count.trim().parse::<u32>().map_err(|e| match e.kind() {
+        std::num::IntErrorKind::PosOverflow => {
+            format!("'{s}': the chunk count '{count}' is too large")
+        }
+        _ => format!("'{s}': the chunk count '{count}' is not a whole number"),
+    })?;
     Ok((size, count))
 }
 
@@ -330,7 +332,12 @@ mod tests {
     fn classes() {
         assert_eq!(parse_class("1K:256"), Ok((1024, 256)));
         assert!(parse_class("1K").unwrap_err().contains("SIZE:COUNT"));
-        assert!(parse_class("1K:x").is_err());
+        assert!(parse_class("1K:x")
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert!(parse_class("64:4294967296")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -518,6 +518,21 @@ impl Region {
         Err(OpenError::NotFound { name: name.into() })
     }
 
+    /// Whether the region's name no longer leads to this region: it was
+    /// removed (and maybe created again, as another region). Processes
+    /// that open the name from now on do not meet this handle's
+    /// participants. Always `false` for an in-process region, and when
+    /// the name cannot be looked at (no permission).
+    pub fn is_stale(&self) -> bool {
+        let (Some(name), Some(id)) = (&self.shared.name, self.identity()) else {
+            return false;
+        };
+        match sys::shm_open_read_only(&sys::object_name(name)) {
+            Ok(fd) => sys::identity(&fd).is_ok_and(|now| now != id),
+            Err(e) => e == Errno::NOENT,
+        }
+    }
+
     /// Removes the region's name (`shm_unlink`). Processes still attached
     /// keep their mapping; the memory is freed when the last one detaches.
     pub fn remove(name: &str) -> Result<(), RemoveError> {

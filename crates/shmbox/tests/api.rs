@@ -381,6 +381,22 @@ fn an_address_of_another_region_panics() {
     assert_pool_full_when_idle(&other, &[&c]);
 }
 
+/// A handle knows when its region's name no longer leads to it: removed,
+/// or removed and created again as another region.
+#[test]
+fn a_handle_knows_when_its_name_leads_elsewhere() {
+    let name = Name::new("api", "stale");
+    let first = Region::create(&name.0, &small()).unwrap();
+    let inspector = Region::inspect(&name.0).unwrap();
+    assert!(!first.is_stale() && !inspector.is_stale());
+    Region::remove(&name.0).unwrap();
+    assert!(first.is_stale() && inspector.is_stale());
+    let second = Region::create(&name.0, &small()).unwrap();
+    assert!(first.is_stale() && inspector.is_stale());
+    assert!(!second.is_stale());
+    assert!(!Region::in_process(&small()).unwrap().is_stale());
+}
+
 /// Every handle of one region gives the same addresses: a process that
 /// attached twice may use an address from either handle with a mailbox of
 /// the other.

@@ -16,7 +16,6 @@ use crate::cli::WatchArgs;
 use crate::output::{self, Align, Table};
 use crate::Result;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use shmbox::Region;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -172,7 +171,7 @@ pub fn run(args: WatchArgs) -> Result {
                 )
             })
             .collect();
-        let removed = !Region::list().is_ok_and(|names| names.contains(&args.name));
+        let removed = region.is_stale();
         let text = render(&snapshot, &rates, &args, raw.is_some(), removed);
         if tty_out {
             let (width, height) = crossterm::terminal::size().unwrap_or((u16::MAX, u16::MAX));
@@ -311,7 +310,7 @@ fn render(
         ),
     );
     if removed {
-        out.push_str("REMOVED: the region's name is gone from /dev/shm; showing its memory as attached processes still see it\n");
+        out.push_str("REMOVED: the region's name is gone from /dev/shm, or now names another region; showing this one's memory as attached processes still see it\n");
     }
     out.push('\n');
     if s.participants.is_empty() {
