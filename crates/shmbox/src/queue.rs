@@ -187,6 +187,21 @@ impl<'a> OffsetQueue<'a> {
                 .compare_exchange(tail, next_tail(tail), Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Whether the cell of position `pos`, holding `current`, was filled,
+    /// taken and re-armed for the next lap: stamped `pos + cap`, empty or
+    /// closed, with the consumer past `pos` (it moves `head` before it
+    /// re-arms). A scribble can write the same value on a cell whose
+    /// position was never filled; `head` then says so.
+    fn taken_and_rearmed(&self, pos: u32, current: u64) -> bool {
+        let cap = self.cells.len() as u32;
+        stamp_of(current) == pos.wrapping_add(cap)
+            && matches!(current as u32, 0 | CLOSED)
+            && (self.head.load(Ordering::Acquire) as u32)
+                .wrapping_sub(pos)
+                .wrapping_sub(1)
+                < cap
+    }
+
     /// `tail` (read again) and the cell it names, unless the queue has
     /// changed owners.
     fn reload(&self, owner: u32, tail: u64) -> Result<(u64, u64), PushError> {
@@ -244,7 +259,7 @@ impl<'a> OffsetQueue<'a> {
                         }
                     }
                 }
-            } else if stamp == pos.wrapping_add(1) || stamp == pos.wrapping_add(cap) {
+            } else if stamp == pos.wrapping_add(1) || self.taken_and_rearmed(pos, current) {
                 // Filled by another producer that has not advanced `tail`
                 // yet; or filled, taken and re-armed for the next lap
                 // already (that producer was killed before it advanced
@@ -345,9 +360,13 @@ impl<'a> OffsetQueue<'a> {
         let current = cell.load(Ordering::Acquire);
         let stamp = stamp_of(current);
         let closed = current == pack(pos, CLOSED);
-        if is_room(current, pos) || closed || stamp == pos.wrapping_add(1) {
+        if is_room(current, pos)
+            || closed
+            || stamp == pos.wrapping_add(1)
+            || self.taken_and_rearmed(pos, current)
+        {
             // Room (or closed meanwhile), or filled by a producer that has
-            // not moved `tail` yet.
+            // not moved `tail` yet (and maybe taken already).
             return false;
         }
         // Not the entry a lap back (room with a stray value included: a
@@ -816,6 +835,30 @@ mod tests {
                 assert_eq!(q.pop(), Some(i + 1));
             }
         }
+    }
+
+    /// A scribble that writes a re-armed cell's value on the head cell of
+    /// an empty queue does not make producers skip that position: pushes
+    /// find the queue full until the consumer repairs the cell, then go
+    /// on in order.
+    #[test]
+    fn a_scribbled_rearmed_value_at_an_unfilled_position_is_not_skipped() {
+        let (t, h, c) = opened(4);
+        start_at(&t, &h, &c, 0);
+        let q = OffsetQueue::new(&t, &h, &c);
+        let scribble = pack(4, 0);
+        c[0].store(scribble, Ordering::Relaxed);
+        assert_eq!(q.push(OWNER, 1), Err(PushError::Full));
+        assert_eq!(position_of(t.load(Ordering::Relaxed)), 0);
+        assert_eq!(q.corrupt_head(), Some(scribble));
+        assert_eq!(q.repair_head(OWNER, scribble), Some(Repaired::Emptied));
+        for v in 1..=4 {
+            q.push(OWNER, v).unwrap();
+        }
+        assert_eq!(
+            (q.pop(), q.pop(), q.pop(), q.pop()),
+            (Some(1), Some(2), Some(3), Some(4))
+        );
     }
 
     /// A scribbled cell at `head` is repaired as what `tail` says it was:
