@@ -87,8 +87,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.is_broken_pipe() => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", printable(&f.message));
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// `text` with every control character but the line break escaped: names
+/// from the command line or a region end up in messages, and must not
+/// send escape sequences to the terminal.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => "\n".to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_control_characters_but_line_breaks() {
+        assert_eq!(
+            super::printable("region 'a\u{1b}[31m'\nhint: b\t"),
+            "region 'a\\u{1b}[31m'\nhint: b\\t"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub fn run(args: RmArgs) -> Result {
         1 => Err(failures.remove(0)),
         n => {
             for f in &failures {
-                eprintln!("error: {}", f.message);
+                eprintln!("error: {}", crate::printable(&f.message));
             }
             let code = failures.iter().map(|f| f.code).max().unwrap_or(1);
             Err(Failure {

@@ -174,7 +174,11 @@ pub fn run(args: WatchArgs) -> Result {
         let removed = region.is_stale();
         let text = render(&snapshot, &rates, &args, raw.is_some(), removed);
         if tty_out {
-            let (width, height) = crossterm::terminal::size().unwrap_or((u16::MAX, u16::MAX));
+            // A terminal that reports no size (0 x 0) is taken as unbounded.
+            let (width, height) = crossterm::terminal::size()
+                .ok()
+                .filter(|&(w, h)| w > 0 && h > 0)
+                .unwrap_or((u16::MAX, u16::MAX));
             out.write_all(&redraw(&text, width.into(), height.into()))?;
         } else {
             if frames > 0 {
