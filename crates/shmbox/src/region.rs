@@ -830,7 +830,11 @@ impl Region {
     /// `/dev/shm` whose names carry shmbox's prefix), sorted.
     pub fn list() -> std::io::Result<Vec<String>> {
         let mut names: Vec<String> = std::fs::read_dir("/dev/shm")?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|e| e.ok())
+            // Shared-memory objects are files (or links to them); a
+            // directory of the same name is no region.
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
             .filter_map(|f| f.strip_prefix(sys::OBJECT_PREFIX).map(str::to_string))
             .filter(|n| name::validate_region(n).is_ok())
             .collect();

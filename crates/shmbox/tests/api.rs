@@ -381,6 +381,28 @@ fn an_address_of_another_region_panics() {
     assert_pool_full_when_idle(&other, &[&c]);
 }
 
+/// `list` names regions only: a directory in `/dev/shm` that carries the
+/// prefix is not one (and `remove` could not remove it).
+#[test]
+fn list_skips_a_directory_named_like_a_region() {
+    struct Dir(String);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let region = Name::new("api", "listed");
+    let dir = Name::new("api", "dir");
+    let _region = Region::create(&region.0, &small()).unwrap();
+    std::fs::create_dir(dir.path()).unwrap();
+    let _dir = Dir(dir.path());
+    let names = Region::list().unwrap();
+    assert!(
+        names.contains(&region.0) && !names.contains(&dir.0),
+        "{names:?}"
+    );
+}
+
 /// A handle knows when its region's name no longer leads to it: removed,
 /// or removed and created again as another region.
 #[test]

@@ -20,6 +20,14 @@ pub fn run(args: CreateArgs) -> Result {
         CreateError::NoSpace { .. } => Failure::error(format!(
             "{e}; use fewer or smaller --class chunks, or free space in /dev/shm (`shmbox ls`)"
         )),
+        CreateError::Io {
+            op: "shm_open",
+            ref source,
+            ..
+        } if source.raw_os_error() == Some(libc::ENOSPC) => Failure::error(format!(
+            "{e}; /dev/shm cannot hold another object (its inodes are used up): \
+             `shmbox ls` lists the regions, `shmbox rm` removes unused ones"
+        )),
         e => Failure::error(e.to_string()),
     })?;
     let c = region.config();
