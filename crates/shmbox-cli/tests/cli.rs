@@ -606,6 +606,20 @@ fn recv_reports_a_scribbled_mailbox_once_or_stops() {
     // It waited its 2 s for a second message, no more.
     assert!(started.elapsed() < Duration::from_secs(10));
 
+    // A corruption reported 1.5 s into a 2 s wait does not start the wait
+    // again (it would end after 3.5 s or more).
+    let started = Instant::now();
+    let rx = Background::spawn(&["recv", r.name(), "--as", "rx", "--timeout", "2s"]);
+    r.wait_for("rx", true);
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    let cell = cells_at + 8 * (head() % 4);
+    file.write_at(&u64::MAX.to_le_bytes(), cell).unwrap();
+    let (status, _, stderr) = rx.finish();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("it is empty again"), "{stderr}");
+    assert!(took < Duration::from_millis(3200), "{took:?}: {stderr}");
+
     let started = Instant::now();
     let rx = Background::spawn(&["recv", r.name(), "--as", "rx", "--timeout", "20s"]);
     r.wait_for("rx", true);
