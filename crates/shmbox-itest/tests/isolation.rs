@@ -213,8 +213,8 @@ fn small_config() -> Config {
 }
 
 /// A participant SIGKILLed while asleep in a receive, keeping its share of
-/// free chunks: a loan waiting for the class gets them back (its wait
-/// sweeps the dead), and nothing is left.
+/// free chunks: a loop of `try_loan`s gets them back (a refused one sweeps
+/// the dead now and then, as a waiting loan does), and nothing is left.
 #[test]
 fn a_sleeper_killed_while_keeping_chunks_gives_them_back() {
     let name = TestRegion::new("iso", "sleepkill");
@@ -239,7 +239,7 @@ fn a_sleeper_killed_while_keeping_chunks_gives_them_back() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Joined before the kill, so that its join's own sweep finds nobody
-    // dead: the loan's wait must do it.
+    // dead: the first refused `try_loan` must do it.
     let me = region.join("me").unwrap();
     kids.kill(i);
     let mut loans = Vec::new();
@@ -251,9 +251,19 @@ fn a_sleeper_killed_while_keeping_chunks_gives_them_back() {
         64 - 4,
         "the dead sleeper's chunks are not free"
     );
-    for _ in 0..4 {
-        let loan = me.loan_timeout(8, STEP).expect("a chunk the dead kept");
-        loans.push(loan);
+    // A loop of `try_loan`s alone, which never waits, gets them back.
+    let deadline = Instant::now() + STEP;
+    while loans.len() < 64 {
+        match me.try_loan(8) {
+            Ok(loan) => loans.push(loan),
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "watchdog: a try_loan loop never got the dead sleeper's chunks: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
     drop(loans);
     drop(me);

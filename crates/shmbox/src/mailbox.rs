@@ -48,6 +48,9 @@ const PARK_SLICE: Duration = Duration::from_millis(100);
 /// How often a participant refused chunks of a class asks the others to
 /// give back what they keep of it (see `Mailbox::ask_keepers`).
 const ASK_KEEPERS_EVERY: Duration = Duration::from_millis(1);
+/// How often a participant that nothing else makes sweep (a refused
+/// `try_loan`, an idle receive while loaners wait) looks for the dead.
+const DEAD_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Slot liveness locks taken through a mailbox's own open file description
 /// (no locks for an in-process region).
@@ -199,6 +202,8 @@ pub struct Mailbox {
     /// Per class, when a refused loan of ours last asked keepers for
     /// chunks of it (see `ask_keepers`).
     keepers_asked: [Cell<Option<Instant>>; MAX_CLASSES],
+    /// When [`sweep_the_dead_now_and_then`](Self::sweep_the_dead_now_and_then) last looked.
+    dead_checked: Cell<Option<Instant>>,
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -410,6 +415,7 @@ impl Mailbox {
             liveness_checked: std::array::from_fn(|_| Cell::new(None)),
             refused_seen: Default::default(),
             keepers_asked: Default::default(),
+            dead_checked: Cell::new(None),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -579,8 +585,26 @@ impl Mailbox {
             if let Some(class) = self.mapped().class_for(len) {
                 self.ask_keepers(class);
             }
+            // Chunks the dead held come back only with a sweep, and a
+            // loop of `try_loan`s never waits (where blocking loans sweep).
+            self.sweep_the_dead_now_and_then();
         }
         refused
+    }
+
+    /// At most once every [`DEAD_CHECK_EVERY`], sweeps if a participant
+    /// is dead: what it held (chunks, its registration as a waiting
+    /// loaner) is given back only by a sweep, which otherwise runs only
+    /// when someone joins or waits.
+    #[cold]
+    fn sweep_the_dead_now_and_then(&self) {
+        if !due(&self.dead_checked, DEAD_CHECK_EVERY) {
+            return;
+        }
+        let slots = self.mapped().layout.config.max_participants;
+        if (0..slots).any(|slot| self.region.is_dead(slot)) {
+            self.region.sweep();
+        }
     }
 
     /// A loan found `class` exhausted, and others may keep free chunks of
@@ -1338,6 +1362,12 @@ impl Mailbox {
     #[inline(never)]
     fn between_messages(&self, idle: u32) -> Option<Corruption> {
         self.trim_cache_between_messages(idle);
+        // A loaner killed while waiting stays registered until a sweep,
+        // and every release of its class pays for it meanwhile.
+        let m = self.mapped();
+        if (0..m.layout.classes.len() as u8).any(|class| m.loaners_waiting(class)) {
+            self.sweep_the_dead_now_and_then();
+        }
         if self.unpublished.get() != 0 {
             self.publish_counters();
         }

@@ -640,12 +640,19 @@ impl<'a> OffsetQueue<'a> {
         start
     }
 
-    /// Entries published and not yet taken (racy; for inspection).
+    /// Entries published and not yet taken (racy; for inspection). A
+    /// `tail` behind `head` (a producer between its two steps, or killed
+    /// there, whose entry was taken already) counts as empty, not full.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> u64 {
         let tail = position_of(self.tail.load(Ordering::Relaxed));
         let head = self.head.load(Ordering::Relaxed) as u32;
-        u64::from(tail.wrapping_sub(head)).min(self.cells.len() as u64)
+        let ahead = u64::from(tail.wrapping_sub(head));
+        if ahead > self.cells.len() as u64 {
+            0
+        } else {
+            ahead
+        }
     }
 }
 
@@ -831,6 +838,7 @@ mod tests {
                     pos,
                     "tail left behind"
                 );
+                assert_eq!(q.len(), 0, "empty, not full");
                 assert_eq!(q.push(OWNER, i + 1), Ok(Pushed::Quiet));
                 assert_eq!(q.pop(), Some(i + 1));
             }
