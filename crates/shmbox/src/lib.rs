@@ -53,7 +53,8 @@
 //!   it had loaned, was sending or was reading. It runs on
 //!   [`join`](Region::join), when a blocked sender or loaner finds someone
 //!   dead (they re-check every 20 ms, so nobody waits for ever on the dead),
-//!   and on demand. Any number of sweepers may run at once, and a sweeper
+//!   at most every 100 ms on a refused `try_loan` and on an idle receive
+//!   while loaners wait, and on demand. Any number of sweepers may run at once, and a sweeper
 //!   killed half-way leaves the work to the next. About 50 µs per dead
 //!   participant with the default config.
 //! * **Senders see dead receivers.** A send to a participant that died or
