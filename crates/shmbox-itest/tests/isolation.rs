@@ -270,6 +270,61 @@ fn a_sleeper_killed_while_keeping_chunks_gives_them_back() {
     assert_nothing_left(&region);
 }
 
+/// A participant SIGKILLed while waiting in a loan stays registered as a
+/// waiting loaner until a sweep, and meanwhile every release of its class
+/// goes to the shared pool and wakes it. An idle receive that sees loaners
+/// waiting sweeps the dead (at most every 100 ms): then a release is kept
+/// again, for the releaser's next loan.
+#[test]
+fn a_loaner_killed_while_waiting_is_swept_by_an_idle_receiver() {
+    let name = TestRegion::new("iso", "loankill");
+    let region = Region::create(&name.0, &small_config()).unwrap();
+    let me = region.join("me").unwrap();
+    let mut loans = Vec::new();
+    while let Ok(loan) = me.try_loan(8) {
+        loans.push(loan);
+    }
+    let mut kids = Children::default();
+    let i = kids.spawn_probe("loaner", &["loan-waiting", &name.0, "loaner", "8"]);
+    let line = kids.line(i, STEP);
+    assert!(line.starts_with("ready "), "{line}");
+    // Registered within microseconds of the line; give it plenty.
+    std::thread::sleep(Duration::from_millis(300));
+    kids.kill(i);
+    let holding = |region: &Region| {
+        region
+            .participants()
+            .iter()
+            .find(|p| p.name == "me")
+            .map_or(0, |p| p.holding)
+    };
+    let deadline = Instant::now() + STEP;
+    loop {
+        // Idle receives, then one release: kept once nobody waits.
+        for _ in 0..64 {
+            assert!(me.try_recv().is_err());
+        }
+        // (A kept chunk still counts as held: `holding` stays.)
+        let before = holding(&region);
+        drop(loans.pop());
+        if holding(&region) < before {
+            // Went to the pool: still registered. Take it back, try later.
+            loans.push(me.try_loan(8).expect("the chunk just released"));
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: the dead loaner is still registered: {:?}",
+                region.participants()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        break;
+    }
+    drop(loans);
+    drop(me);
+    assert_nothing_left(&region);
+}
+
 /// Three participants holding loans, queued messages and a received
 /// message are all SIGKILLed; the region is then reopened and reused with
 /// no manual cleanup.

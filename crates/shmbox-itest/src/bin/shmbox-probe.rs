@@ -12,6 +12,10 @@
 //! shmbox-probe sleep-keeping REGION NAME  join in Park mode, keep chunks (12 messages
 //!                                         to itself, received and dropped), print
 //!                                         `ready pid=P`, sleep in a receive until killed
+//! shmbox-probe loan-waiting REGION NAME SIZE
+//!                                         join, print `ready pid=P`, wait in a
+//!                                         loan of SIZE bytes (its class exhausted)
+//!                                         until killed
 //! shmbox-probe tmpfs-test NAME OUTER_MNT_NS
 //!                                         mount an 8 MiB tmpfs on /dev/shm (only
 //!                                         in a mount namespace other than
@@ -64,6 +68,7 @@ fn main() {
         ["talk", region, name, peer] => talk(region, name, peer).into(),
         ["linger", region, name] => linger(region, name).into(),
         ["sleep-keeping", region, name] => sleep_keeping(region, name).into(),
+        ["loan-waiting", region, name, size] => loan_waiting(region, name, size).into(),
         ["tmpfs-test", name, outer_ns] => tmpfs_test(name, outer_ns),
         ["open-denied", region] => open_denied(region).into(),
         ["recreate-denied", region] => recreate_denied(region).into(),
@@ -210,6 +215,23 @@ fn sleep_keeping(region: &str, name: &str) -> Result<String, String> {
     let woke = match me.recv_timeout(MAX_LINGER) {
         Ok(_) => "a message arrived before we were killed".to_string(),
         Err(e) => format!("recv: {e} before being killed"),
+    };
+    Err(woke)
+}
+
+fn loan_waiting(region: &str, name: &str, size: &str) -> Result<String, String> {
+    let size: usize = size.parse().map_err(|e| format!("size: {e}"))?;
+    let region = Region::open(region).map_err(|e| format!("open: {e}"))?;
+    let me = region.join(name).map_err(|e| format!("join: {e}"))?;
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(1);
+    });
+    println!("ready pid={}", pid());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let woke = match me.loan_timeout(size, MAX_LINGER) {
+        Ok(_) => "a chunk came free before we were killed".to_string(),
+        Err(e) => format!("loan: {e} before being killed"),
     };
     Err(woke)
 }
