@@ -129,6 +129,12 @@ impl Address {
         (u64::from(self.slot) << 32) | u64::from(self.generation)
     }
 
+    /// The slot of the address [`pack`](Self::pack) made `word` of.
+    #[inline]
+    pub(crate) fn slot_of(word: u64) -> u32 {
+        (word >> 32) as u32
+    }
+
     /// The address [`pack`](Self::pack) made `word` of, in region
     /// instance `region`.
     #[inline]
@@ -601,10 +607,8 @@ impl Mailbox {
         if !due(&self.dead_checked, DEAD_CHECK_EVERY) {
             return;
         }
-        let slots = self.mapped().layout.config.max_participants;
-        if (0..slots).any(|slot| self.region.is_dead(slot)) {
-            self.region.sweep();
-        }
+        // The sweep looks at each occupied slot's liveness itself.
+        self.region.sweep();
     }
 
     /// A loan found `class` exhausted, and others may keep free chunks of
@@ -1459,7 +1463,7 @@ impl Mailbox {
         if !sweep::take_over_announced(
             self.mapped(),
             &header.holders,
-            Address::unpack(sender, self.address.region),
+            Address::slot_of(sender),
             self.bit,
         ) {
             self.refuse(at, false);

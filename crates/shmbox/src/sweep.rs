@@ -92,27 +92,23 @@ impl std::ops::AddAssign for SweepReport {
 #[inline]
 pub(crate) fn take_over(m: &Mapped, chunk: ChunkRef, bit: u64) -> bool {
     let header = m.chunk(chunk);
-    let sender = Address::unpack(header.sender.load(Ordering::Relaxed), m.layout.instance);
+    let sender = Address::slot_of(header.sender.load(Ordering::Relaxed));
     pool::take_over(&header.holders, bit, sender_bit(m, sender))
 }
 
 /// [`take_over`] by the receiver itself, of the entry it announced in its
 /// slot (`taking`), with the chunk's holders word and its (unchecked)
-/// sender already read (see [`pool::take_over_announced`]).
+/// sender's slot already read (see [`pool::take_over_announced`]).
 #[inline]
-pub(crate) fn take_over_announced(
-    m: &Mapped,
-    holders: &AtomicU64,
-    sender: Address,
-    bit: u64,
-) -> bool {
+pub(crate) fn take_over_announced(m: &Mapped, holders: &AtomicU64, sender: u32, bit: u64) -> bool {
     pool::take_over_announced(holders, bit, sender_bit(m, sender))
 }
 
-/// `sender`'s holder bit; none for a slot the region does not have.
-fn sender_bit(m: &Mapped, sender: Address) -> u64 {
-    if sender.slot < m.layout.config.max_participants {
-        1u64 << sender.slot
+/// The holder bit of slot `sender`; none for a slot the region does not
+/// have.
+fn sender_bit(m: &Mapped, sender: u32) -> u64 {
+    if sender < m.layout.config.max_participants {
+        1u64 << sender
     } else {
         0
     }
@@ -132,18 +128,14 @@ pub(crate) fn release<F: Futex>(m: &Mapped, futex: &F, chunk: ChunkRef, bit: u64
 /// Whether the send of `chunk` reached its destination: the entry is in
 /// the receiver's queue, or the receiver announced it is taking it.
 fn published(m: &Mapped, chunk: ChunkRef) -> bool {
-    let dest = Address::unpack(
-        m.chunk(chunk).dest.load(Ordering::Relaxed),
-        m.layout.instance,
-    );
-    if dest.slot >= m.layout.config.max_participants {
+    let dest = Address::slot_of(m.chunk(chunk).dest.load(Ordering::Relaxed));
+    if dest >= m.layout.config.max_participants {
         return false;
     }
     let value = m.encode(chunk);
     // SYNC POINT: a receiver announces before it re-arms the cell (release);
     // our acquire loads of the cells then of `taking` see one or the other.
-    m.mailbox(dest.slot).queue.contains(value)
-        || m.slot(dest.slot).taking.load(Ordering::Acquire) == value
+    m.mailbox(dest).queue.contains(value) || m.slot(dest).taking.load(Ordering::Acquire) == value
 }
 
 /// Clears dead slot `slot`'s bit from `chunk` (the entry it announced
@@ -152,10 +144,8 @@ fn reclaim_chunk(m: &Mapped, chunk: ChunkRef, slot: u32) -> bool {
     let header = m.chunk(chunk);
     // A send of ours that never reached the receiver's queue: nobody else
     // will ever look at the chunk again.
-    let abandoned = || {
-        let sender = Address::unpack(header.sender.load(Ordering::Relaxed), m.layout.instance);
-        sender.slot == slot && !published(m, chunk)
-    };
+    let abandoned =
+        || Address::slot_of(header.sender.load(Ordering::Relaxed)) == slot && !published(m, chunk);
     let freed = pool::reclaim(&header.holders, 1u64 << slot, abandoned);
     if freed {
         m.pool(chunk.class).mark_free(chunk.index);
