@@ -326,6 +326,34 @@ fn ls_lists_the_region() {
     assert!(entry["created"].is_string());
 }
 
+/// A FIFO named like a region (anyone may make one in `/dev/shm`) is
+/// listed with an error and removed, and nothing waits on it: `ls` and
+/// `rm` used to hang, opening it for reading.
+#[test]
+fn a_fifo_named_like_a_region_is_listed_and_removed_without_waiting() {
+    let name = unique("fifo");
+    let path = format!("/dev/shm/shmbox.{name}");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _fifo = Region(name.clone());
+    let expected = format!("'{name}' is not a shmbox region: it is a FIFO");
+    shmbox(["ls"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(expected.as_str()));
+    for command in ["info", "gc", "watch"] {
+        shmbox([command, name.as_str()])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(expected.as_str()));
+    }
+    shmbox(["rm", name.as_str()]).assert().success();
+    assert!(std::fs::symlink_metadata(&path).is_err(), "{path} removed");
+}
+
 #[test]
 fn gc_reclaims_a_killed_participant_then_rm() {
     let r = Region::create("gc", &[]);

@@ -85,6 +85,9 @@
 //!   when the mailbox's tail says what it held, and otherwise reported
 //!   again by later receives as lasting), loops over shared state are bounded, and the
 //!   header is checked against the object's size once and then ignored.
+//!   A name that leads to anything but a shared-memory object (a FIFO or
+//!   a symbolic link someone made in `/dev/shm`) is refused with
+//!   [`OpenError::NotShmbox`], without waiting and without following it.
 //! * **Not guaranteed:** a participant with write access can read, change,
 //!   drop or forge *messages* (including while you read one: message bytes
 //!   are data, shmbox never trusts them), take names, exhaust the pool or

@@ -344,8 +344,13 @@ impl Region {
         .map_err(|e| match e {
             Errno::NOENT => OpenError::NotFound { name: name.into() },
             Errno::ACCESS | Errno::PERM => OpenError::PermissionDenied { name: name.into() },
+            Errno::LOOP => not_shmbox(name, "a symbolic link"),
+            Errno::ISDIR => not_shmbox(name, "a directory"),
             e => io_err("shm_open", e),
         })?;
+        if let Some(what) = sys::not_a_file(&fd).map_err(|e| io_err("fstat", e))? {
+            return Err(not_shmbox(name, what));
+        }
         let started = Instant::now();
         let creator_alive = || {
             sys::ofd_is_locked(&fd, LockKind::Shared, LOCK_INIT)
@@ -884,6 +889,15 @@ impl Region {
                 })
             })
             .collect()
+    }
+}
+
+/// `name` leads to `what` (a FIFO, a symbolic link, ...) instead of a
+/// shared-memory object.
+fn not_shmbox(name: &str, what: &str) -> OpenError {
+    OpenError::NotShmbox {
+        name: name.into(),
+        reason: format!("it is {what}, not a shared-memory object"),
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::notify::Futex;
 use crate::sync::AtomicU32;
 use rustix::fd::OwnedFd;
-use rustix::fs::Mode;
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::shm;
 use std::ptr::NonNull;
@@ -32,14 +32,53 @@ pub(crate) fn shm_create_exclusive(object: &str, mode: u32) -> Result<OwnedFd, E
     Ok(fd)
 }
 
-/// `shm_open(name, O_RDWR, 0)`.
+/// `shm_open(name, O_RDWR, 0)`, with the safeguards of [`open_object`].
 pub(crate) fn shm_open_existing(object: &str) -> Result<OwnedFd, Errno> {
-    shm::open(object, shm::OFlags::RDWR, Mode::empty())
+    open_object(object, OFlags::RDWR)
 }
 
-/// `shm_open(name, O_RDONLY)`: an existing object, for reading only.
+/// `shm_open(name, O_RDONLY, 0)`: an existing object, for reading only,
+/// with the safeguards of [`open_object`].
 pub(crate) fn shm_open_read_only(object: &str) -> Result<OwnedFd, Errno> {
-    shm::open(object, shm::OFlags::RDONLY, Mode::empty())
+    open_object(object, OFlags::RDONLY)
+}
+
+/// Opens an existing object as `shm_open` does on Linux (`open` of the
+/// name under `/dev/shm`), but
+/// - never follows a symbolic link (`O_NOFOLLOW`, as glibc's `shm_open`
+///   does; `ELOOP` for a link), so a link planted under a region's name
+///   cannot lead to another file;
+/// - never waits (`O_NONBLOCK`): opening a FIFO for reading waits for a
+///   writer, and anyone may make one in `/dev/shm`. On a shared-memory
+///   object (a tmpfs file) the flag changes nothing.
+///
+/// The caller checks that what it opened is a regular file
+/// ([`not_a_file`]).
+fn open_object(object: &str, access: OFlags) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        format!("{SHM_DIR}{object}"),
+        access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Where POSIX shared-memory objects live on Linux.
+const SHM_DIR: &str = "/dev/shm";
+
+/// What `fd` is when it is not a regular file (a shared-memory object
+/// is one): "a FIFO", "a directory", ...; `None` for a regular file.
+pub(crate) fn not_a_file(fd: &OwnedFd) -> Result<Option<&'static str>, Errno> {
+    use rustix::fs::FileType;
+    Ok(match FileType::from_raw_mode(stat(fd)?.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Directory => Some("a directory"),
+        FileType::Socket => Some("a socket"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Symlink => Some("a symbolic link"),
+        _ => Some("something other than a file"),
+    })
 }
 
 /// `shm_unlink(name)`.

@@ -403,6 +403,65 @@ fn list_skips_a_directory_named_like_a_region() {
     );
 }
 
+/// A FIFO or a symbolic link under a region's name (anyone may make one
+/// in `/dev/shm`) is no region: opening it is refused at once. Opening a
+/// FIFO for reading used to wait for a writer for ever (`shmbox ls` hung),
+/// and a link led to whatever it named, here another region.
+#[test]
+fn a_fifo_or_a_link_under_a_regions_name_is_refused_at_once() {
+    use rustix::fs::{mknodat, symlink, FileType, Mode, CWD};
+    let _w = watchdog("opening a FIFO or a link", Duration::from_secs(30));
+    let target = Name::new("api", "linked");
+    let link = Name::new("api", "link");
+    let fifo = Name::new("api", "fifo");
+    let region = Region::create(&target.0, &small()).unwrap();
+    symlink(target.path(), link.path()).unwrap();
+    mknodat(
+        CWD,
+        fifo.path(),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for (name, what) in [(&link.0, "a symbolic link"), (&fifo.0, "a FIFO")] {
+        type Open = fn(&str) -> Result<Region, OpenError>;
+        let opens: [(&str, Open); 3] = [
+            ("open", Region::open),
+            ("inspect", Region::inspect),
+            ("open_or_create", |n| Region::open_or_create(n, &small())),
+        ];
+        for (how, open) in opens {
+            match open(name) {
+                Err(OpenError::NotShmbox { reason, .. }) => {
+                    assert!(reason.contains(what), "{how} {name}: {reason}")
+                }
+                other => panic!(
+                    "{how} {name}: {:?}",
+                    other.map(|r| r.name().map(str::to_string))
+                ),
+            }
+        }
+        assert!(
+            Region::list().unwrap().contains(name),
+            "{name} is listed, to be removed"
+        );
+        Region::remove(name).unwrap();
+    }
+    let dir = Name::new("api", "dirnamed");
+    std::fs::create_dir(dir.path()).unwrap();
+    for result in [Region::open(&dir.0), Region::inspect(&dir.0)] {
+        match result {
+            Err(OpenError::NotShmbox { reason, .. }) => assert!(reason.contains("a directory")),
+            other => panic!("{:?}", other.map(|r| r.name().map(str::to_string))),
+        }
+    }
+    std::fs::remove_dir(dir.path()).unwrap();
+    // The link's target is untouched.
+    assert_eq!(region.participants().len(), 0);
+    assert!(Region::open(&target.0).is_ok());
+}
+
 /// A handle knows when its region's name no longer leads to it: removed,
 /// or removed and created again as another region.
 #[test]

@@ -117,7 +117,9 @@ fn entry(name: &str) -> Option<Entry> {
             name: name.to_string(),
             ok: false,
             error: Some(describe_open_error(name, &e)),
-            size: std::fs::metadata(object_path(name)).ok().map(|m| m.len()),
+            size: std::fs::symlink_metadata(object_path(name))
+                .ok()
+                .map(|m| m.len()),
             live: None,
             dead: None,
             chunks_used: None,
