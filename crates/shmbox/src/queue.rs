@@ -1322,4 +1322,75 @@ mod loom_tests {
             assert_eq!(view.pop(), None);
         });
     }
+
+    /// A value that is neither room nor an entry at any position a model
+    /// reaches: what a scribble leaves in a cell.
+    const SCRIBBLE: u64 = 0x5c12_1b1e_0000_0042;
+
+    /// The consumer repairs a scribbled cell at `head` (after `filled`
+    /// pushes, all lost to the scribble if any) while a producer pushes
+    /// `pushes` values: the repair is `expected`, every value the producer
+    /// was told it pushed is taken exactly once and in order, none it was
+    /// refused is, and the queue works afterwards.
+    fn repair_races_producer(filled: u32, pushes: u32, expected: Repaired) {
+        loom::model(move || {
+            let q = new_q(2);
+            let head = {
+                let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+                for v in 0..filled {
+                    view.push(OWNER, 100 + v).unwrap();
+                }
+                let head = q.head.load(Ordering::Relaxed) as u32;
+                view.cell(head).store(SCRIBBLE, Ordering::Relaxed);
+                head
+            };
+            let q2 = q.clone();
+            let producer = loom::thread::spawn(move || {
+                let view = OffsetQueue::new(&q2.tail, &q2.head, &q2.cells);
+                (1..=pushes)
+                    .filter(|&v| view.push(OWNER, v).is_ok())
+                    .collect::<Vec<_>>()
+            });
+            let view = OffsetQueue::new(&q.tail, &q.head, &q.cells);
+            // Nothing a producer does can make the scribble an entry.
+            assert_eq!(view.pop(), None);
+            let seen = view.corrupt_head().expect("the scribble is seen");
+            assert_eq!(seen, SCRIBBLE);
+            assert_eq!(view.repair_head(OWNER, seen), Some(expected));
+            assert_eq!(view.corrupt_head(), None);
+            let mut got = Vec::new();
+            got.extend(view.pop());
+            let pushed = producer.join().unwrap();
+            while let Some(v) = view.pop() {
+                got.push(v);
+            }
+            assert_eq!(got, pushed, "taken once each, in order");
+            let lost = match expected {
+                Repaired::Emptied => 0,
+                Repaired::Skipped => 1,
+            };
+            assert_eq!(
+                q.head.load(Ordering::Relaxed) as u32,
+                head.wrapping_add(lost + got.len() as u32)
+            );
+            view.push(OWNER, 9).unwrap();
+            assert_eq!(view.pop(), Some(9));
+        });
+    }
+
+    /// A scribbled head cell of an empty queue is room again, and a
+    /// producer that met the scribble meanwhile was refused (`Full`), not
+    /// stuck.
+    #[test]
+    fn repair_of_an_empty_cell_races_a_producer() {
+        repair_races_producer(0, 1, Repaired::Emptied);
+    }
+
+    /// A scribbled head cell that held an entry: the entry is lost, `head`
+    /// moves past it and the cell is re-armed while a producer fills the
+    /// other cell and then, in a second push, wants the repaired one.
+    #[test]
+    fn repair_of_a_lost_entry_races_a_producer() {
+        repair_races_producer(1, 2, Repaired::Skipped);
+    }
 }
