@@ -160,7 +160,9 @@ impl Config {
         self.mailbox_capacity
     }
 
-    /// Permission bits of the shared-memory object.
+    /// Permission bits of the shared-memory object. For an opened
+    /// region's [`Region::config`](crate::Region::config), the object's
+    /// bits as they are now (`fstat`), whatever mode it was created with.
     pub fn mode(&self) -> u32 {
         self.mode
     }

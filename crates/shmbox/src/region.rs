@@ -441,7 +441,7 @@ impl Region {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            let layout = layout::validate(&backing, size).map_err(|e| match e {
+            let mut layout = layout::validate(&backing, size).map_err(|e| match e {
                 LayoutError::Magic(_) | LayoutError::Truncated(_) => OpenError::NotShmbox {
                     name: name.into(),
                     reason: e.to_string(),
@@ -456,6 +456,10 @@ impl Region {
                     reason: e.to_string(),
                 },
             })?;
+            // The object's own permission bits, not the header's word:
+            // `chmod` changes them (anyone who owns the object may), and
+            // `open_or_create` compares them with the mode it asks for.
+            layout.config.mode = sys::stat(&fd).map_err(|e| io_err("fstat", e))?.st_mode & 0o777;
             let mapped = Mapped::new(backing, layout);
             return Ok(Opened::Ready(Region::from_mapped(
                 mapped,
@@ -479,6 +483,11 @@ impl Region {
     /// A region whose creator died while initialising it is recreated.
     /// Recreating means removing the old name, which only its owner (or
     /// root) may do: anyone else gets [`OpenError::PermissionDenied`].
+    ///
+    /// The mode is part of the config, read from the object itself: a
+    /// region someone else made under the name, or opened up with
+    /// `chmod`, is never joined with wider permissions than `config` asks
+    /// for.
     pub fn open_or_create(name: &str, config: &Config) -> Result<Region, OpenError> {
         name::validate_region(name)?;
         config.validate().map_err(CreateError::from)?;

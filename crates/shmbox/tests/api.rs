@@ -462,6 +462,39 @@ fn a_fifo_or_a_link_under_a_regions_name_is_refused_at_once() {
     assert!(Region::open(&target.0).is_ok());
 }
 
+/// A region's mode is its object's: opened up with `chmod` (or made under
+/// the name by someone else), `open_or_create` does not join it with
+/// wider permissions than it asks for.
+#[test]
+fn open_or_create_does_not_join_a_region_opened_up_with_chmod() {
+    let name = Name::new("api", "chmod");
+    let creator = Region::create(&name.0, &small()).unwrap();
+    assert_eq!(creator.config().mode(), 0o600);
+    std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(Region::open(&name.0).unwrap().config().mode(), 0o666);
+    assert_eq!(Region::inspect(&name.0).unwrap().config().mode(), 0o666);
+    // The creator is attached, so the region cannot be replaced.
+    match Region::open_or_create(&name.0, &small()) {
+        Err(OpenError::ConfigMismatch {
+            existing,
+            requested,
+            ..
+        }) => {
+            assert_eq!((existing.mode(), requested.mode()), (0o666, 0o600));
+        }
+        other => panic!("{:?}", other.map(|r| r.config().mode())),
+    }
+    // Asked for with the mode it has, it is joined.
+    let wide = small().with_mode(0o666);
+    assert!(Region::open_or_create(&name.0, &wide).is_ok());
+    // Nobody attached: it is replaced by one of the mode asked for.
+    drop(creator);
+    let replaced = Region::open_or_create(&name.0, &small()).unwrap();
+    assert_eq!(replaced.config().mode(), 0o600);
+    let mode = std::fs::metadata(name.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 /// A handle knows when its region's name no longer leads to it: removed,
 /// or removed and created again as another region.
 #[test]
