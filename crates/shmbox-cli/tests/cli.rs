@@ -107,6 +107,26 @@ impl Background {
         )
     }
 
+    /// Stops it (`SIGSTOP`) and waits until it is stopped; its pid.
+    fn stop(&self) -> libc::pid_t {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: plain kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        let deadline = Instant::now() + LIMIT;
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('T')
+        {
+            assert!(Instant::now() < deadline, "SIGSTOP did not stop it");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pid
+    }
+
     /// Waits for it to exit (at most [`LIMIT`]); its status, stdout, stderr.
     fn finish(mut self) -> (std::process::ExitStatus, Vec<u8>, String) {
         let deadline = Instant::now() + LIMIT;
@@ -354,30 +374,51 @@ fn a_fifo_named_like_a_region_is_listed_and_removed_without_waiting() {
     assert!(std::fs::symlink_metadata(&path).is_err(), "{path} removed");
 }
 
+/// A send without --timeout waits for a chunk only as long as its peer
+/// lives: here every chunk is queued for a stopped receiver, and the
+/// peer the sender waits to send to is killed.
+#[test]
+fn send_waiting_for_a_chunk_ends_when_its_peer_dies() {
+    let r = Region::create("peerdies", &["--class", "64:2"]);
+    let stopped = Background::spawn(&["recv", r.name(), "--as", "stopped"]);
+    r.wait_for("stopped", true);
+    stopped.stop();
+    for m in ["a", "b"] {
+        shmbox(["send", r.name(), "--to", "stopped"])
+            .write_stdin(m)
+            .assert()
+            .success();
+    }
+    let peer = Background::spawn(&["recv", r.name(), "--as", "peer"]);
+    r.wait_for("peer", true);
+    let sender = Background::spawn(&["send", r.name(), "--to", "peer", "--as", "waiting"]);
+    r.wait_for("waiting", true);
+    drop(peer); // SIGKILL
+    let (status, _, stderr) = sender.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("'peer' left region"), "{stderr}");
+}
+
+/// `send --to X --as X` is refused: it never receives, so its messages to
+/// itself would be dropped when it exits (or fill its mailbox for ever).
+#[test]
+fn send_to_itself_is_refused() {
+    let r = Region::create("self", &[]);
+    shmbox(["send", r.name(), "--to", "me", "--as", "me", "--lines"])
+        .write_stdin("a\nb\n")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--to and --as both name 'me'"));
+    assert_eq!(r.info()["summary"]["live"], 0);
+}
+
 #[test]
 fn gc_reclaims_a_killed_participant_then_rm() {
     let r = Region::create("gc", &[]);
     let mut victim = Background::spawn(&["recv", r.name(), "--as", "victim"]);
     r.wait_for("victim", true);
     // Stopped, so that a message sent to it stays queued, unread.
-    let pid = victim.0.id() as libc::pid_t;
-    // SAFETY: plain kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let deadline = Instant::now() + LIMIT;
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap()
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .trim_start()
-        .starts_with('T')
-    {
-        assert!(
-            Instant::now() < deadline,
-            "SIGSTOP did not stop the receiver"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let pid = victim.stop();
     shmbox(["send", r.name(), "--to", "victim", "--as", "sender"])
         .write_stdin("x")
         .assert()

@@ -240,6 +240,15 @@ pub enum LoanError {
         /// Size of the class that fits the message.
         class_size: u64,
     },
+    /// The loaning participant itself holds every chunk of the class: its
+    /// loans, the messages it received and has not dropped, and those it
+    /// sent to itself. Only it can give them back, so waiting would never
+    /// end (noticed within a few tens of milliseconds).
+    #[error("every chunk of the {class_size}-byte size class is held by this participant itself (loans, received messages not yet dropped, messages to itself)")]
+    HeldByCaller {
+        /// Size of the class that fits the message.
+        class_size: u64,
+    },
 }
 
 /// Why [`Mailbox::try_send`](crate::Mailbox::try_send) failed; the loan is
@@ -256,12 +265,16 @@ pub enum TrySendError<'m> {
 pub enum SendError<'m> {
     /// The receiver has left (or the address is stale).
     Disconnected(Loan<'m>),
+    /// The address is the sending mailbox's own, and its mailbox is full:
+    /// only it can make room, by receiving, so waiting would never end.
+    OwnMailboxFull(Loan<'m>),
 }
 
 /// Why [`Mailbox::send_timeout`](crate::Mailbox::send_timeout) failed; the
 /// loan is handed back.
 pub enum SendTimeoutError<'m> {
-    /// The mailbox stayed full for the whole timeout.
+    /// The mailbox stayed full for the whole timeout (at once for the
+    /// sender's own mailbox: only it could empty it, so it does not wait).
     Timeout(Loan<'m>),
     /// The receiver has left (or the address is stale).
     Disconnected(Loan<'m>),
@@ -293,7 +306,10 @@ loan_error!(TrySendError {
     Full => "receiver's mailbox is full",
     Disconnected => "receiver has left the region"
 });
-loan_error!(SendError { Disconnected => "receiver has left the region" });
+loan_error!(SendError {
+    Disconnected => "receiver has left the region",
+    OwnMailboxFull => "the sender's own mailbox is full, and only it can empty it"
+});
 loan_error!(SendTimeoutError {
     Timeout => "timed out waiting for room in the receiver's mailbox",
     Disconnected => "receiver has left the region"
@@ -313,6 +329,17 @@ pub enum SendCopyError {
     /// The receiver has left (or the address is stale).
     #[error("receiver has left the region")]
     Disconnected,
+    /// The address is the sending mailbox's own, and its mailbox is full
+    /// (see [`SendError::OwnMailboxFull`]).
+    #[error("the sender's own mailbox is full, and only it can empty it")]
+    OwnMailboxFull,
+    /// The sender itself holds every chunk of the class the message needs
+    /// (see [`LoanError::HeldByCaller`]).
+    #[error("every chunk of the {class_size}-byte size class is held by the sender itself")]
+    HeldByCaller {
+        /// Size of the class that fits the message.
+        class_size: u64,
+    },
 }
 
 /// What a receive found in place of the next message:

@@ -693,24 +693,34 @@ impl Mailbox {
                 // Even if this wait ends before it registers (a zero or
                 // short timeout), keepers learn that the class is wanted.
                 self.ask_keepers(class);
-                // Now and then, return what dead participants hold.
+                // Now and then, return what dead participants hold, and
+                // see that we do not wait for ourselves.
                 self.wait_checking(
                     &m.pool_waiters(class),
                     timeout,
-                    || self.claim(len).ok(),
+                    || self.claim(len).ok().map(Some),
                     || {
                         self.region.sweep();
-                        self.claim(len).ok()
+                        let claimed = self.claim(len).ok();
+                        if claimed.is_none() && m.pool(class).all_held_by_only(self.bit) {
+                            return Some(None);
+                        }
+                        claimed.map(Some)
                     },
                     // Registered: receivers asleep keeping chunks of the
                     // class now give them back.
                     || self.wake_keepers(class),
                 )
-                .map(|c| self.loan_from(c, len))
-                .ok_or_else(|| {
-                    self.count(Counter::Timeouts);
-                    LoanError::Timeout { class_size }
-                })
+                .map_or_else(
+                    || {
+                        self.count(Counter::Timeouts);
+                        Err(LoanError::Timeout { class_size })
+                    },
+                    |claimed| match claimed {
+                        Some(c) => Ok(self.loan_from(c, len)),
+                        None => Err(LoanError::HeldByCaller { class_size }),
+                    },
+                )
             }
         }
     }
@@ -1193,8 +1203,10 @@ impl Mailbox {
                 loan.consume();
                 Ok(())
             }
-            // Without a timeout the wait only ends in success or disconnection.
-            Err(_) => Err(SendError::Disconnected(loan)),
+            // Without a timeout the wait only ends in success or
+            // disconnection, but for our own full mailbox.
+            Err(Undelivered::Full) => Err(SendError::OwnMailboxFull(loan)),
+            Err(Undelivered::Disconnected) => Err(SendError::Disconnected(loan)),
         }
     }
 
@@ -1236,6 +1248,9 @@ impl Mailbox {
         timeout: Option<Duration>,
     ) -> Result<(), Undelivered> {
         match self.deliver(loan, to) {
+            // Only we can make room in our own mailbox, and we are here:
+            // the wait would never end.
+            Err(Undelivered::Full) if *to == self.address => Err(Undelivered::Full),
             Err(Undelivered::Full) => self.send_wait(loan, to, timeout),
             done => done,
         }
@@ -1253,9 +1268,13 @@ impl Mailbox {
         let mut loan = self.loan(data.len()).map_err(|e| match e {
             LoanError::TooLarge { requested, max } => SendCopyError::TooLarge { requested, max },
             LoanError::Timeout { .. } => unreachable!("loan without timeout does not time out"),
+            LoanError::HeldByCaller { class_size } => SendCopyError::HeldByCaller { class_size },
         })?;
         loan.copy_from_slice(data);
-        self.send(loan, to).map_err(|_| SendCopyError::Disconnected)
+        self.send(loan, to).map_err(|e| match e {
+            SendError::Disconnected(_) => SendCopyError::Disconnected,
+            SendError::OwnMailboxFull(_) => SendCopyError::OwnMailboxFull,
+        })
     }
 
     // ---- receiving ---------------------------------------------------------

@@ -249,6 +249,14 @@ impl<'a, H: Holders> Pool<'a, H> {
         self.count_holders(|h| h & bit != 0)
     }
 
+    /// Whether `bit` alone holds every chunk: its loans, its messages
+    /// received and not dropped, its messages to itself. Only it can give
+    /// them back, so its loan would wait for ever.
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn all_held_by_only(&self, bit: u64) -> bool {
+        (0..self.count).all(|i| self.chunks.holders(i).load(Ordering::Relaxed) == bit)
+    }
+
     /// Number of chunks whose holders word is zero (racy; for inspection).
     pub(crate) fn free_count(&self) -> u32 {
         self.count_holders(|h| h == 0)

@@ -7,7 +7,7 @@ mod common;
 use common::{watchdog, Name};
 use shmbox::{
     Config, CreateError, JoinError, Loan, LoanError, LookupError, Mailbox, OpenError,
-    RecvTimeoutError, Region, SendCopyError, SendTimeoutError, SizeClass, TryLoanError,
+    RecvTimeoutError, Region, SendCopyError, SendError, SendTimeoutError, SizeClass, TryLoanError,
     TryRecvError, TrySendError, WaitStrategy,
 };
 use std::os::unix::fs::PermissionsExt;
@@ -495,6 +495,46 @@ fn open_or_create_does_not_join_a_region_opened_up_with_chmod() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A mailbox sending to itself with its own mailbox full is told so at
+/// once: only it can make room, so a wait would never end.
+#[test]
+fn a_send_to_ones_own_full_mailbox_does_not_wait() {
+    let _w = watchdog("send to one's own full mailbox", Duration::from_secs(30));
+    let name = Name::new("api", "selffull");
+    let config = small().with_classes(&[SizeClass::new(64, 8)]);
+    let region = Region::create(&name.0, &config).unwrap();
+    let me = region.join("me").unwrap();
+    let mine = me.address();
+    // Capacity 2: two messages fill it.
+    me.send_copy(b"1", &mine).unwrap();
+    me.send(me.loan(1).unwrap(), &mine).unwrap();
+    let loan = match me.send(me.loan(3).unwrap(), &mine) {
+        Err(SendError::OwnMailboxFull(loan)) => loan,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(loan.len(), 3, "the loan comes back");
+    let started = Instant::now();
+    match me.send_timeout(loan, &mine, Duration::from_secs(20)) {
+        Err(SendTimeoutError::Timeout(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        me.send_copy(b"x", &mine),
+        Err(SendCopyError::OwnMailboxFull)
+    );
+    // Nothing was lost or added: the two messages, then room again.
+    assert_eq!(&*me.try_recv().unwrap(), b"1");
+    assert_eq!(me.try_recv().unwrap().len(), 1);
+    assert!(me.try_recv().is_err());
+    me.send_copy(b"again", &mine).unwrap();
+    assert_eq!(&*me.try_recv().unwrap(), b"again");
+}
+
 /// A handle knows when its region's name no longer leads to it: removed,
 /// or removed and created again as another region.
 #[test]
@@ -618,11 +658,62 @@ fn loan_timeout_is_honoured() {
     let name = Name::new("api", "loanwait");
     let region = Region::create(&name.0, &small()).unwrap();
     let me = region.join("me").unwrap();
-    let _hold = (me.loan(1).unwrap(), me.loan(1).unwrap());
+    let other = region.join("other").unwrap();
+    let hold = (other.loan(1).unwrap(), other.loan(1).unwrap());
     let started = Instant::now();
     let err = me.loan_timeout(1, Duration::from_millis(50)).unwrap_err();
     assert_eq!(err, LoanError::Timeout { class_size: 64 });
     assert!(started.elapsed() >= Duration::from_millis(50));
+    drop(hold);
+}
+
+/// A loan that only the loaner itself could satisfy (it holds every chunk
+/// of the class: a loan, a message received, a message to itself) ends
+/// with `HeldByCaller` instead of waiting for ever; one chunk held by
+/// anyone else, and it waits as usual.
+#[test]
+fn a_loan_waiting_for_the_loaners_own_chunks_ends() {
+    let _w = watchdog(
+        "a loan waiting for the loaner's own chunks",
+        Duration::from_secs(30),
+    );
+    let name = Name::new("api", "ownchunks");
+    let config = small().with_classes(&[SizeClass::new(64, 3)]);
+    let region = Region::create(&name.0, &config).unwrap();
+    let me = region.join("me").unwrap();
+    let other = region.join("other").unwrap();
+    let held_elsewhere = other.loan(1).unwrap();
+    me.send_copy(b"a", &me.address()).unwrap();
+    let received = me.recv().unwrap();
+    me.send_copy(b"b", &me.address()).unwrap();
+    // Another participant holds one: that is a wait with an end.
+    assert_eq!(
+        me.loan_timeout(1, Duration::from_millis(100)).unwrap_err(),
+        LoanError::Timeout { class_size: 64 }
+    );
+    drop(held_elsewhere);
+    other.give_back_kept();
+    let loan = me.loan(1).unwrap();
+    let held = LoanError::HeldByCaller { class_size: 64 };
+    let started = Instant::now();
+    assert_eq!(me.loan(1).unwrap_err(), held);
+    assert_eq!(
+        me.loan_timeout(1, Duration::from_secs(20)).unwrap_err(),
+        held
+    );
+    assert_eq!(
+        me.send_copy(b"c", &other.address()),
+        Err(SendCopyError::HeldByCaller { class_size: 64 })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Any one given back, and loans go on.
+    drop(received);
+    drop(me.loan(1).unwrap());
+    drop(loan);
 }
 
 #[test]

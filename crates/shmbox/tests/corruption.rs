@@ -303,6 +303,7 @@ fn loan_kind(e: &LoanError) -> &'static str {
     match e {
         LoanError::TooLarge { .. } => "loan_timeout: TooLarge",
         LoanError::Timeout { .. } => "loan_timeout: Timeout",
+        LoanError::HeldByCaller { .. } => "loan_timeout: HeldByCaller",
     }
 }
 

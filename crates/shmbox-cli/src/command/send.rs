@@ -4,7 +4,12 @@ use super::{join, open_region};
 use crate::cli::SendArgs;
 use crate::output::{self, exact_bytes};
 use crate::{Failure, Result};
-use shmbox::{Address, LoanError, LookupError, Mailbox, Region, SendError, SendTimeoutError};
+use shmbox::{Address, Loan, LoanError, LookupError, Mailbox, Region, SendError, SendTimeoutError};
+use std::time::Duration;
+
+/// How often a send without `--timeout` that waits for a chunk checks
+/// that its peer is still there.
+const PEER_CHECK: Duration = Duration::from_millis(100);
 use std::io::{BufRead, IsTerminal, Read};
 
 pub fn run(args: SendArgs) -> Result {
@@ -33,9 +38,16 @@ pub fn run(args: SendArgs) -> Result {
         .as_name
         .clone()
         .unwrap_or_else(|| format!("send-{}", std::process::id()));
+    if as_name == args.to {
+        return Err(Failure::usage(format!(
+            "--to and --as both name '{as_name}': `shmbox send` never receives, so messages \
+             to itself would be dropped when it exits"
+        )));
+    }
     let me = join(&region, &args.name, &as_name)?;
     let to = peer(&region, &args)?;
     let sender = Sender {
+        region: &region,
         me: &me,
         to,
         args: &args,
@@ -75,6 +87,7 @@ impl<R: BufRead> Iterator for Lines<R> {
 }
 
 struct Sender<'a> {
+    region: &'a Region,
     me: &'a Mailbox,
     to: Address,
     args: &'a SendArgs,
@@ -103,12 +116,25 @@ impl Sender<'_> {
     fn send(&self, data: &[u8]) -> Result {
         let me = self.me;
         let args = self.args;
+        let left = || {
+            Failure::error(format!(
+                "'{}' left region '{}'{}",
+                args.to,
+                args.name,
+                self.progress()
+            ))
+        };
         let loan = match args.timeout {
             Some(t) => me.loan_timeout(data.len(), t),
-            None => me.loan(data.len()),
+            None => self.loan_while_peer_lives(data.len()),
         };
         let mut loan = loan.map_err(|e| match e {
             LoanError::TooLarge { max, .. } => too_large(&args.name, max, "a message is", Some(self.sent)),
+            // Not met: `send` holds one loan at a time, and never sends
+            // to itself.
+            e @ LoanError::HeldByCaller { .. } => Failure::error(format!("{e}{}", self.progress())),
+            // Without --timeout, the wait ends only when the peer is gone.
+            LoanError::Timeout { .. } if args.timeout.is_none() => left(),
             LoanError::Timeout { class_size } => Failure::error(format!(
                 "no free {}-byte chunk in region '{}' within {}{}; `shmbox info {}` shows who holds them",
                 class_size,
@@ -119,14 +145,6 @@ impl Sender<'_> {
             )),
         })?;
         loan.copy_from_slice(data);
-        let left = || {
-            Failure::error(format!(
-                "'{}' left region '{}'{}",
-                args.to,
-                args.name,
-                self.progress()
-            ))
-        };
         match args.timeout {
             Some(t) => me.send_timeout(loan, &self.to, t).map_err(|e| match e {
                 SendTimeoutError::Timeout(_) => Failure::error(format!(
@@ -137,10 +155,34 @@ impl Sender<'_> {
                 )),
                 SendTimeoutError::Disconnected(_) => left(),
             }),
-            None => me
-                .send(loan, &self.to)
-                .map_err(|SendError::Disconnected(_)| left()),
+            None => me.send(loan, &self.to).map_err(|e| match e {
+                SendError::Disconnected(_) => left(),
+                // Not met: --to is never --as (refused above).
+                e @ SendError::OwnMailboxFull(_) => {
+                    Failure::error(format!("{e}{}", self.progress()))
+                }
+            }),
         }
+    }
+
+    /// Waits for a chunk as long as `--to` lives (there is no `--timeout`):
+    /// `Timeout` once it is gone. The loan itself does not know whom the
+    /// chunk is for.
+    fn loan_while_peer_lives(&self, len: usize) -> std::result::Result<Loan<'_>, LoanError> {
+        loop {
+            match self.me.loan_timeout(len, PEER_CHECK) {
+                Err(LoanError::Timeout { .. }) if self.peer_lives() => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// Whether `--to`'s participant is still there and alive.
+    fn peer_lives(&self) -> bool {
+        self.region
+            .participants()
+            .iter()
+            .any(|p| p.address == self.to && p.alive)
     }
 
     fn progress(&self) -> String {
