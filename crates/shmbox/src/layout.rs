@@ -3,8 +3,9 @@
 //! ```text
 //! offset 0        header (one page): magic, version, state, config, section offsets
 //! slots_offset    participant slots, SLOT_SIZE bytes each:
-//!                 +0 state | +8 pid | +12 wait strategy | +16 name (read by
-//!                 every sender: written only on join and leave)
+//!                 +0 state | +8 pid | +12 wait strategy | +16 name | +48
+//!                 the CPU it last waited on (read by every sender: written
+//!                 only on join and leave, and when that CPU changes)
 //!                 | +128 counters | +176 taking (the owner's own line,
 //!                 written on every message) | +180 classes kept asleep
 //!                 (read by blocked loaners)
@@ -477,6 +478,9 @@ pub(crate) struct SlotView<'a> {
     pub state: &'a AtomicU64,
     pub pid: &'a AtomicU32,
     pub strategy: &'a AtomicU32,
+    /// The CPU the participant last waited for messages on, plus one (0:
+    /// not known yet); written when it changes, read by its senders.
+    pub cpu: &'a AtomicU32,
     /// Up to 32 name bytes, zero-padded, packed little-endian.
     pub name: &'a [AtomicU64],
     /// The mailbox entry the participant is taking right now (0 if none),
@@ -722,6 +726,7 @@ impl Mapped {
             state: b.u64(0),
             pid: b.u32(8),
             strategy: b.u32(12),
+            cpu: b.u32(48),
             name: b.u64s(16, 4),
             taking: b.u32(SLOT_OWNER + 48),
             counters: b.u64s(SLOT_OWNER, COUNTERS),
@@ -873,6 +878,24 @@ pub(crate) fn prefetch_write(ptr: *const u8) {
     // and never faults, whatever the address.
     unsafe {
         core::arch::asm!("prefetchw [{}]", in(reg) ptr, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Hints that the cache line at `ptr` is next wanted by another core (x86
+/// `CLDEMOTE`): the line leaves this core's private caches for the shared
+/// last-level cache, where the other core's miss finds it sooner than by
+/// asking this core for it. A hint: no register, flag or memory changes,
+/// and the line stays valid. CPUs without the instruction decode it as a
+/// no-op (it is in the reserved-NOP space). Elsewhere it does nothing.
+#[inline(always)]
+pub(crate) fn demote(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a hint: it changes no register, flag or memory and never
+    // faults, whatever the address.
+    unsafe {
+        core::arch::asm!("cldemote [{}]", in(reg) ptr, options(nostack, preserves_flags, readonly));
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = ptr;

@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an [`WaitStrategy::Adaptive`] receiver spins before parking.
@@ -210,6 +210,11 @@ pub struct Mailbox {
     keepers_asked: [Cell<Option<Instant>>; MAX_CLASSES],
     /// When [`sweep_the_dead_now_and_then`](Self::sweep_the_dead_now_and_then) last looked.
     dead_checked: Cell<Option<Instant>>,
+    /// The CPU last written to our slot (see `note_cpu`).
+    cpu: Cell<u32>,
+    /// Whether we received a message since our last send (see
+    /// `hand_over`).
+    received_since_send: Cell<bool>,
     /// Chunks per class `cache` keeps between messages: at most
     /// [`CACHE_PER_CLASS`], and little enough that the caches of all
     /// participants together never hold more than half of a pool.
@@ -422,6 +427,8 @@ impl Mailbox {
             refused_seen: Default::default(),
             keepers_asked: Default::default(),
             dead_checked: Cell::new(None),
+            cpu: Cell::new(0),
+            received_since_send: Cell::new(false),
             keep: std::array::from_fn(|class| {
                 m.layout.classes.get(class).map_or(0, |c| {
                     let share = c.count / (2 * m.layout.config.max_participants);
@@ -1033,7 +1040,12 @@ impl Mailbox {
             chunk.holders.store(self.bit | rx_bit, Ordering::Release);
         }
         match rx.queue.push(to.generation, m.encode(loan.chunk)) {
-            Ok(pushed) => Ok(pushed),
+            Ok(pushed) => {
+                if self.received_since_send.replace(false) && pushed == Pushed::Quiet {
+                    self.hand_over(chunk, m.slot(to.slot).cpu);
+                }
+                Ok(pushed)
+            }
             Err(e) => {
                 if !to_self {
                     chunk.holders.fetch_and(!rx_bit, Ordering::Relaxed);
@@ -1043,6 +1055,22 @@ impl Mailbox {
                     PushError::Closed => Undelivered::Disconnected,
                 })
             }
+        }
+    }
+
+    /// After a send in an exchange (we received since our last send, so
+    /// the peer likely waits for this answer), with the receiver awake and
+    /// not behind: if it waits on another CPU (`cpu`, its slot's word), it
+    /// fetches the chunk's first line next, so leave that line in the
+    /// shared cache, where its miss finds it sooner than in ours. Not in a
+    /// one-way stream, whose sender would pay for every hint while its
+    /// receiver gains nothing; not for a receiver on our CPU, whose caches
+    /// the line is in.
+    #[inline(always)]
+    fn hand_over(&self, chunk: &layout::ChunkHeader, cpu: &AtomicU32) {
+        let theirs = cpu.load(Ordering::Relaxed);
+        if theirs != 0 && theirs != sys::current_cpu() {
+            layout::demote(std::ptr::from_ref(chunk).cast());
         }
     }
 
@@ -1348,6 +1376,7 @@ impl Mailbox {
             self.ring_room();
         }
         self.empty_polls.set(0);
+        self.received_since_send.set(true);
         let message = match decoded {
             Ok(at) => self.accept(at),
             Err(e) => {
@@ -1385,6 +1414,7 @@ impl Mailbox {
     #[inline(never)]
     fn between_messages(&self, idle: u32) -> Option<Corruption> {
         self.trim_cache_between_messages(idle);
+        self.note_cpu();
         // A loaner killed while waiting stays registered until a sweep,
         // and every release of its class pays for it meanwhile.
         let m = self.mapped();
@@ -1395,6 +1425,18 @@ impl Mailbox {
             self.publish_counters();
         }
         self.head_corruption()
+    }
+
+    /// Tells senders which CPU we wait for messages on (see `publish`),
+    /// when it changed: the slot's line is read by every sender, and is
+    /// written only then.
+    fn note_cpu(&self) {
+        let cpu = sys::current_cpu();
+        if cpu != self.cpu.get() {
+            self.cpu.set(cpu);
+            let slot = self.mapped().slot(self.address.slot);
+            slot.cpu.store(cpu, Ordering::Relaxed);
+        }
     }
 
     /// The cell at our queue's head if it is neither empty nor an entry:
@@ -1969,7 +2011,7 @@ mod tests {
             // looks again within microseconds, and takes it all the same.)
             assert!(matches!(
                 s.publish(&loan, &to),
-                Ok(Pushed::WakeConsumer | Pushed::Quiet)
+                Ok(Pushed::WakeConsumer | Pushed::Quiet | Pushed::Behind)
             ));
             let killed = Instant::now();
             loan.consume(); // killed here: published, never rung

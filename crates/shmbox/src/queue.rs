@@ -61,6 +61,10 @@ pub(crate) enum Pushed {
     Quiet,
     /// The consumer was asleep on this entry: wake it.
     WakeConsumer,
+    /// The entry before this one, on the same cache line, is not taken
+    /// yet: the consumer is busy with earlier entries, not waiting for
+    /// this one.
+    Behind,
 }
 
 /// Why a push failed.
@@ -173,9 +177,25 @@ impl<'a> OffsetQueue<'a> {
         ) {
             Ok(_) => {
                 self.advance_tail(tail);
-                Ok(Pushed::Quiet)
+                Ok(self.behind_or_quiet(pos))
             }
             Err(actual) => self.push_from(owner, value, tail, actual),
+        }
+    }
+
+    /// What a push that filled position `pos` found: [`Pushed::Behind`]
+    /// if the entry before it, on the cell line the push has just taken
+    /// over, is still there; otherwise [`Pushed::Quiet`]. (A hint: the
+    /// first cell of a line says `Quiet` without looking.)
+    #[inline(always)]
+    fn behind_or_quiet(&self, pos: u32) -> Pushed {
+        let first_of_line = std::ptr::from_ref(self.cell(pos)) as usize % 64 == 0;
+        let before = pos.wrapping_sub(1);
+        // An entry at `before` is stamped `before + 1`.
+        if !first_of_line && stamp_of(self.cell(before).load(Ordering::Relaxed)) == pos {
+            Pushed::Behind
+        } else {
+            Pushed::Quiet
         }
     }
 
@@ -843,6 +863,32 @@ mod tests {
                 assert_eq!(q.pop(), Some(i + 1));
             }
         }
+    }
+
+    /// A push says whether the entry before it, on the cell line it has
+    /// just taken over, is still there (the consumer is behind); the
+    /// first cell of a line says `Quiet` without looking at the line
+    /// before.
+    #[test]
+    fn a_push_tells_whether_the_consumer_is_behind() {
+        #[repr(align(64))]
+        struct Line([AtomicU64; 16]);
+        let cells = Line(std::array::from_fn(|_| AtomicU64::new(0)));
+        let (t, h) = (AtomicU64::new(0), AtomicU64::new(0));
+        let q = OffsetQueue::new(&t, &h, &cells.0);
+        q.init();
+        q.reopen(OWNER);
+        start_at(&t, &h, &cells.0, 0);
+        assert_eq!(q.push(OWNER, 1), Ok(Pushed::Quiet));
+        assert_eq!(q.push(OWNER, 2), Ok(Pushed::Behind));
+        assert_eq!((q.pop(), q.pop()), (Some(1), Some(2)));
+        assert_eq!(q.push(OWNER, 3), Ok(Pushed::Quiet), "entry 2 was taken");
+        for v in 4..=8 {
+            assert_eq!(q.push(OWNER, v), Ok(Pushed::Behind));
+        }
+        // Position 8 starts the next line.
+        assert_eq!(q.push(OWNER, 9), Ok(Pushed::Quiet));
+        assert_eq!(q.push(OWNER, 10), Ok(Pushed::Behind));
     }
 
     /// A scribble that writes a re-armed cell's value on the head cell of

@@ -126,6 +126,7 @@ pub(crate) fn claim(
         }
         view.pid.store(crate::sys::pid(), Ordering::Relaxed);
         view.strategy.store(strategy, Ordering::Relaxed);
+        view.cpu.store(0, Ordering::Relaxed);
         view.taking.store(0, Ordering::Relaxed);
         view.kept_asleep.store(0, Ordering::Relaxed);
         for c in view.counters {
