@@ -62,7 +62,7 @@ pub use report::{
     ThroughputRow,
 };
 pub use targets::{median_targets, write_targets, MemoryRow, TargetRow};
-pub use transports::{FLOOR, RING_FLOOR, SHMBOX_BATCH, UNIX};
+pub use transports::{FLOOR, FLOOR_DEMOTED, RING_FLOOR, SHMBOX_BATCH, UNIX};
 
 /// What to run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

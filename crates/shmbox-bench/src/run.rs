@@ -129,11 +129,20 @@ type CellSpec = (Latency, usize, PayloadMode);
 
 /// The latency targets whose two cells are also measured in turn (see
 /// [`PairedRow`]): target, numerator, denominator.
-const PAIRS: [(&str, CellSpec, CellSpec); 3] = [
+const PAIRS: [(&str, CellSpec, CellSpec); 4] = [
     (
         "1",
         (Latency::Shmbox(Strategy::Spin), 8, PayloadMode::Written),
         (Latency::Raw(RawKind::Payload), 8, PayloadMode::Written),
+    ),
+    (
+        "1d",
+        (Latency::Shmbox(Strategy::Spin), 8, PayloadMode::Written),
+        (
+            Latency::Raw(RawKind::PayloadDemoted),
+            8,
+            PayloadMode::Written,
+        ),
     ),
     (
         "2",

@@ -23,6 +23,10 @@ pub(crate) enum RawKind {
     Flag,
     /// Flags plus a payload buffer per direction; spinning.
     Payload,
+    /// Like `Payload`, and each side, after its flag store, demotes the
+    /// first line of the buffer it wrote to the shared cache (x86
+    /// `CLDEMOTE`), as a shmbox reply does: the floor with the same hint.
+    PayloadDemoted,
     /// Like `Payload`, but each side sleeps in `FUTEX_WAIT`.
     Futex,
 }

@@ -13,8 +13,8 @@ fn check() -> Result<(), String> {
     if !report.failures.is_empty() {
         return Err(format!("failures:\n{}", report.failures.join("\n")));
     }
-    // raw flag once; 8 other transports x 2 sizes x 2 modes.
-    if report.latency.len() != 1 + 8 * 2 * 2 {
+    // raw flag once; 9 other transports x 2 sizes x 2 modes.
+    if report.latency.len() != 1 + 9 * 2 * 2 {
         return Err(format!("{} latency rows", report.latency.len()));
     }
     // Ring, shmbox and Unix socket at 8 B and 1 MiB, shmbox batches at
@@ -38,7 +38,8 @@ fn check() -> Result<(), String> {
         return Err(format!("implausible memory row {memory:?}"));
     }
     let targets = report.targets();
-    if targets.len() != 8 {
+    // 1, the reference row 1d, 2-6, 7a, 7b.
+    if targets.len() != 9 || targets.iter().filter(|t| t.reference).count() != 1 {
         return Err(format!("{} targets", targets.len()));
     }
     // (Target 2's table cells need 1 MiB, which this run lacks: its value
@@ -46,9 +47,10 @@ fn check() -> Result<(), String> {
     if let Some(t) = targets.iter().find(|t| t.value.is_none()) {
         return Err(format!("target without a value: {t:?}"));
     }
-    // Targets 1-3 measured in turn, two blocks each, every cell measured.
+    // Targets 1-3 (and 1d) measured in turn, two blocks each, every cell
+    // measured.
     let ids: Vec<&str> = report.paired.iter().map(|p| p.target.as_str()).collect();
-    if ids != ["1", "2", "3"] {
+    if ids != ["1", "1d", "2", "3"] {
         return Err(format!("targets in turn: {ids:?}"));
     }
     if let Some(p) = report.paired.iter().find(|p| {

@@ -16,6 +16,8 @@ pub(crate) const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Label of the floor the latency ratios are taken against.
 pub const FLOOR: &str = "raw payload";
+/// The raw payload floor with the cache hint a shmbox reply uses.
+pub const FLOOR_DEMOTED: &str = "raw payload demoted";
 /// Label of the ring floor the throughput ratios are taken against.
 pub const RING_FLOOR: &str = "ring floor";
 /// Label of the Unix socket, the second reference.
@@ -38,9 +40,10 @@ pub(crate) enum Latency {
 }
 
 /// Every latency transport, in table order.
-pub(crate) const LATENCY: [Latency; 9] = [
+pub(crate) const LATENCY: [Latency; 10] = [
     Latency::Raw(RawKind::Flag),
     Latency::Raw(RawKind::Payload),
+    Latency::Raw(RawKind::PayloadDemoted),
     Latency::Raw(RawKind::Futex),
     Latency::Shmbox(Strategy::Spin),
     Latency::Shmbox(Strategy::Adaptive),
@@ -56,6 +59,7 @@ impl Latency {
         match self {
             Latency::Raw(RawKind::Flag) => "raw flag",
             Latency::Raw(RawKind::Payload) => FLOOR,
+            Latency::Raw(RawKind::PayloadDemoted) => FLOOR_DEMOTED,
             Latency::Raw(RawKind::Futex) => "raw futex",
             Latency::Shmbox(Strategy::Spin) => "shmbox spin",
             Latency::Shmbox(Strategy::Adaptive) => "shmbox adaptive",
@@ -71,7 +75,7 @@ impl Latency {
     pub(crate) fn slow(self) -> bool {
         !matches!(
             self,
-            Latency::Raw(RawKind::Flag | RawKind::Payload)
+            Latency::Raw(RawKind::Flag | RawKind::Payload | RawKind::PayloadDemoted)
                 | Latency::Shmbox(Strategy::Spin | Strategy::Adaptive)
         )
     }

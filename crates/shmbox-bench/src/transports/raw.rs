@@ -1,13 +1,17 @@
 //! The floors: what two processes sharing a plain mapping can do at best.
 //!
-//! * Ping-pong (`raw flag`, `raw payload`, `raw futex`): control line 0
+//! * Ping-pong (`raw flag`, `raw payload`, `raw payload demoted`, `raw
+//!   futex`): control line 0
 //!   carries ping's sequence number, line 1 pong's echo; the byte area holds
 //!   two payload buffers. Round `seq` sends in buffer `seq % 2` and replies
 //!   in the other, so each side writes the buffer it read last (its lines
 //!   are still in the writer's cache: only an invalidation crosses to the
 //!   other core, not the data). This is the best case, and what shmbox's
 //!   chunk reuse achieves too; fixed buffers per direction are up to twice
-//!   as slow for large payloads. The flag variant has no payload; the
+//!   as slow for large payloads. `raw payload demoted` also moves the
+//!   first line of the buffer it wrote to the shared cache after its flag
+//!   store (x86 `CLDEMOTE`), the hint a shmbox reply gives its chunk: the
+//!   floor for a design that uses it. The flag variant has no payload; the
 //!   futex variant sleeps in `FUTEX_WAIT` on the 32-bit words of the same
 //!   lines and is woken with `FUTEX_WAKE` (shared futexes, never a spin).
 //! * The ring floor: a single-producer single-consumer ring of fixed-size
@@ -67,7 +71,7 @@ fn buffers(seq: u64, size: usize) -> (std::ops::Range<usize>, std::ops::Range<us
 fn data_len(kind: RawKind, size: usize) -> usize {
     match kind {
         RawKind::Flag => 0,
-        RawKind::Payload | RawKind::Futex => 2 * size,
+        RawKind::Payload | RawKind::PayloadDemoted | RawKind::Futex => 2 * size,
     }
 }
 
@@ -93,7 +97,8 @@ pub(crate) fn latency(
     drop(unlink);
     let result = sample(budget, |seq| match kind {
         RawKind::Flag => flag_round(&mem, seq),
-        RawKind::Payload => payload_round(&mut mem, size, written, seq),
+        RawKind::Payload => payload_round(&mut mem, size, written, seq, false),
+        RawKind::PayloadDemoted => payload_round(&mut mem, size, written, seq, true),
         RawKind::Futex => futex_round(&mut mem, size, written, seq),
     });
     let histogram = result.map_err(|e| peer.explain(e))?;
@@ -117,10 +122,19 @@ fn flag_round(mem: &SharedMem, seq: u64) -> Result<(), String> {
 }
 
 #[inline]
-fn payload_round(mem: &mut SharedMem, size: usize, written: bool, seq: u64) -> Result<(), String> {
+fn payload_round(
+    mem: &mut SharedMem,
+    size: usize,
+    written: bool,
+    seq: u64,
+    demote: bool,
+) -> Result<(), String> {
     let (msg, reply) = buffers(seq, size);
-    payload::write(&mut mem.data_mut()[msg], seq, written);
+    payload::write(&mut mem.data_mut()[msg.clone()], seq, written);
     mem.line(PING).word.store(seq, Ordering::Release);
+    if demote {
+        mem.demote_data(msg.start);
+    }
     spin_wait(&mem.line(PONG).word, ROUND_TIMEOUT, |v| v == seq)?;
     check_echo(seq, payload::read(&mem.data()[reply], written)?)
 }
@@ -202,6 +216,9 @@ pub(crate) fn pong(object: &str, kind: RawKind, size: usize, written: bool) -> R
                     .map_err(|e| format!("futex wake: {e}"))?;
             }
             _ => mem.line(PONG).word.store(seq, Ordering::Release),
+        }
+        if kind == RawKind::PayloadDemoted {
+            mem.demote_data(buffers(seq, size).1.start);
         }
         last = seq;
     }
