@@ -17,7 +17,7 @@ pub(crate) const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Label of the floor the latency ratios are taken against.
 pub const FLOOR: &str = "raw payload";
 /// The raw payload floor with the cache hint a shmbox reply uses.
-pub const FLOOR_DEMOTED: &str = "raw payload demoted";
+pub const FLOOR_DEMOTED: &str = "raw demoted";
 /// Label of the ring floor the throughput ratios are taken against.
 pub const RING_FLOOR: &str = "ring floor";
 /// Label of the Unix socket, the second reference.

@@ -1,6 +1,6 @@
 //! The floors: what two processes sharing a plain mapping can do at best.
 //!
-//! * Ping-pong (`raw flag`, `raw payload`, `raw payload demoted`, `raw
+//! * Ping-pong (`raw flag`, `raw payload`, `raw demoted`, `raw
 //!   futex`): control line 0
 //!   carries ping's sequence number, line 1 pong's echo; the byte area holds
 //!   two payload buffers. Round `seq` sends in buffer `seq % 2` and replies
@@ -8,7 +8,7 @@
 //!   are still in the writer's cache: only an invalidation crosses to the
 //!   other core, not the data). This is the best case, and what shmbox's
 //!   chunk reuse achieves too; fixed buffers per direction are up to twice
-//!   as slow for large payloads. `raw payload demoted` also moves the
+//!   as slow for large payloads. `raw demoted` also moves the
 //!   first line of the buffer it wrote to the shared cache after its flag
 //!   store (x86 `CLDEMOTE`), the hint a shmbox reply gives its chunk: the
 //!   floor for a design that uses it. The flag variant has no payload; the
