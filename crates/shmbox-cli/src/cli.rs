@@ -61,7 +61,10 @@ Examples:
     /// Receive messages and write their bytes to standard output
     #[command(after_help = "\
 Exits 0 after --count messages, or when --timeout passes after at least one
-message; exits 3 when --timeout passes before any message arrived.
+message; exits 3 when --timeout passes before any message arrived. Ends
+quietly (exit 0) when nobody reads its output any more, before taking another
+message; a message taken and then not written is reported as lost (exit 1).
+A batch's records are written one by one (each on its own line with --lines).
 
 Examples:
   shmbox recv demo --as server --count 1 > message.bin

@@ -137,13 +137,11 @@ impl Background {
             assert!(Instant::now() < deadline, "background shmbox did not exit");
             std::thread::sleep(Duration::from_millis(10));
         };
+        // (Empty if the test took the pipe itself.)
         let mut stdout = Vec::new();
-        self.0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_end(&mut stdout)
-            .unwrap();
+        if let Some(mut pipe) = self.0.stdout.take() {
+            pipe.read_to_end(&mut stdout).unwrap();
+        }
         let mut stderr = String::new();
         self.0
             .stderr
@@ -312,6 +310,54 @@ fn send_and_recv_lines() {
         b"a\nbb\nccc\n",
     );
     assert_eq!(out, b"abbccc");
+}
+
+/// `recv | head -1`: once the reader has gone, `recv` ends before it takes
+/// another message (which would be lost), so the next send is told its
+/// receiver left instead of succeeding into the void.
+#[test]
+fn recv_ends_before_taking_a_message_nobody_would_read() {
+    let r = Region::create("headone", &[]);
+    let mut recv = Background::spawn(&["recv", r.name(), "--as", "reader", "--lines"]);
+    r.wait_for("reader", true);
+    shmbox(["send", r.name(), "--to", "reader"])
+        .write_stdin("one")
+        .assert()
+        .success();
+    let mut stdout = recv.0.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"one\n");
+    drop(stdout); // the reader goes away, as `head -1` does
+    let (status, _, stderr) = recv.finish();
+    assert!(status.success(), "{status:?} {stderr}");
+    shmbox(["send", r.name(), "--to", "reader"])
+        .write_stdin("two")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no participant named 'reader'"));
+}
+
+/// A batch sent with the library arrives as its records, one per line.
+#[test]
+fn recv_writes_a_batch_record_by_record() {
+    let r = Region::create("batch", &[]);
+    let recv = Background::spawn(&["recv", r.name(), "--as", "rx", "--lines", "--count", "2"]);
+    r.wait_for("rx", true);
+    let region = shmbox::Region::open(r.name()).unwrap();
+    let me = region.join("batcher").unwrap();
+    let to = region.address("rx").unwrap();
+    let mut batch = me.batch(256).unwrap();
+    for record in [&b"one"[..], b"two", b"", b"three"] {
+        assert!(batch.push_copy(record));
+    }
+    me.send(batch.finish(), &to)
+        .map_err(|e| e.to_string())
+        .unwrap();
+    me.send_copy(b"single", &to).unwrap();
+    let (status, out, stderr) = recv.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(out, b"one\ntwo\n\nthree\nsingle\n");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 use super::{join, open_region};
 use crate::cli::RecvArgs;
 use crate::{output, Failure, Result};
-use shmbox::{Corruption, Message, RecvError, RecvTimeoutError};
+use shmbox::{Corruption, Message, RecvTimeoutError};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub fn run(args: RecvArgs) -> Result {
     let region = open_region(&args.name)?;
@@ -16,24 +16,31 @@ pub fn run(args: RecvArgs) -> Result {
     // corruption reported meanwhile does not restart it.
     let mut waiting_since = Instant::now();
     while args.count.is_none_or(|n| received < n) {
-        let got = match args.timeout {
-            Some(t) => {
-                let left = t.saturating_sub(waiting_since.elapsed());
-                match me.recv_timeout(left) {
-                    Ok(m) => Ok(m),
-                    Err(RecvTimeoutError::Timeout) if received > 0 => break,
-                    Err(RecvTimeoutError::Timeout) => {
-                        return Err(Failure::timeout(format!(
-                            "no message for '{}' in region '{}' within {}",
-                            args.as_name,
-                            args.name,
-                            output::duration_fine(t)
-                        )))
-                    }
-                    Err(RecvTimeoutError::Corrupt(c)) => Err(c),
-                }
+        let deadline = args.timeout.map(|t| waiting_since + t);
+        // In slices, looking at standard output in between: a reader that
+        // went away (`recv | head -1`) ends the command before it takes a
+        // message it could not write.
+        let got = loop {
+            if stdout_gone() {
+                return Ok(());
             }
-            None => me.recv().map_err(|RecvError::Corrupt(c)| c),
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(SLICE)
+            });
+            match me.recv_timeout(slice) {
+                Ok(m) => break Ok(m),
+                Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => {}
+                Err(RecvTimeoutError::Timeout) if received > 0 => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Failure::timeout(format!(
+                        "no message for '{}' in region '{}' within {}",
+                        args.as_name,
+                        args.name,
+                        output::duration_fine(args.timeout.unwrap_or_default())
+                    )))
+                }
+                Err(RecvTimeoutError::Corrupt(c)) => break Err(c),
+            }
         };
         let message: Message<'_> = match got {
             Ok(m) => m,
@@ -45,17 +52,63 @@ pub fn run(args: RecvArgs) -> Result {
                 continue;
             }
         };
-        out.write_all(&message)?;
-        drop(message);
-        if args.lines {
-            out.write_all(b"\n")?;
+        match write_message(&mut out, &message, args.lines) {
+            Ok(()) => {}
+            // The message has left the mailbox: say that it is lost.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Err(Failure::error(format!(
+                    "standard output was closed after a message for '{}' was taken from \
+                     its mailbox: that message is lost",
+                    args.as_name
+                )))
+            }
+            Err(e) => return Err(e.into()),
         }
-        // Whoever reads the pipe sees each message as it arrives.
-        out.flush()?;
+        drop(message);
         received += 1;
         waiting_since = Instant::now();
     }
     Ok(())
+}
+
+/// How long one wait for a message lasts before standard output is
+/// looked at again.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Writes `message`: a batch record by record, anything else as it is;
+/// with `lines`, a line break after each. Flushed, so that whoever reads
+/// the pipe sees each message as it arrives.
+fn write_message(out: &mut impl Write, message: &Message<'_>, lines: bool) -> std::io::Result<()> {
+    for record in message.records() {
+        match record {
+            Ok(bytes) => {
+                out.write_all(bytes)?;
+                if lines {
+                    out.write_all(b"\n")?;
+                }
+            }
+            Err(c) => eprintln!(
+                "warning: corrupt batch from {}: {}",
+                message.sender(),
+                c.reason()
+            ),
+        }
+    }
+    out.flush()
+}
+
+/// Whether standard output leads nowhere any more: a pipe whose reader
+/// has gone, a terminal hung up. Checked without writing (`poll` with no
+/// wait).
+fn stdout_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd` that lives across the call; no wait.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn unusable(region: &str, me: &str, c: &Corruption) -> Failure {
