@@ -360,6 +360,46 @@ fn recv_writes_a_batch_record_by_record() {
     assert_eq!(out, b"one\ntwo\n\nthree\nsingle\n");
 }
 
+/// A region larger than the process may make a file (`ulimit -f`) is
+/// refused before the object grows (growing it would raise `SIGXFSZ`,
+/// which kills the process and leaves the object behind); and an object
+/// left behind by a `create` killed half-way is replaced by the next
+/// `create` and removed by `gc`.
+#[test]
+fn create_refuses_the_file_size_limit_and_replaces_what_a_killed_create_left() {
+    let name = unique("fsize");
+    let path = format!("/dev/shm/shmbox.{name}");
+    let _cleanup = Region(name.clone());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -f 1000 && exec "$0" create "$1" --class 1M:64"#)
+        .args([bin(), name.as_str()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("file size limit"), "{stderr}");
+    assert!(std::fs::metadata(&path).is_err(), "no object left");
+
+    // What a create killed right after making its object leaves.
+    std::fs::write(&path, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    shmbox(["create", name.as_str()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "left half-initialised by a creator that died",
+        ));
+    shmbox(["rm", name.as_str()]).assert().success();
+    std::fs::write(&path, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    shmbox(["gc", name.as_str()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("removed: left half-initialised"));
+    assert!(std::fs::metadata(&path).is_err(), "removed by gc");
+}
+
 #[test]
 fn ls_lists_the_region() {
     let r = Region::create("ls", &["--class", "256:4"]);

@@ -32,6 +32,18 @@ pub enum CreateError {
         /// Free bytes on the shared-memory filesystem, when known.
         available: Option<u64>,
     },
+    /// The region is larger than this process may make a file
+    /// (`RLIMIT_FSIZE`, `ulimit -f`): growing the object past it would
+    /// raise `SIGXFSZ`, which kills the process.
+    #[error("region '{name}' needs {needed} bytes, more than this process's file size limit ({limit} bytes, `ulimit -f`)")]
+    FileSizeLimit {
+        /// The region name.
+        name: String,
+        /// Bytes the config asks for.
+        needed: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The operating system refused access.
     #[error("permission denied creating region '{name}'")]
     PermissionDenied {

@@ -215,6 +215,13 @@ impl Region {
                 Err(e) => return Err(fail(io_err("fcntl(F_OFD_SETLK)", e))),
             }
         }
+        if let Some(limit) = sys::file_size_limit().filter(|&l| l < layout.total_size) {
+            return Err(fail(CreateError::FileSizeLimit {
+                name: name.into(),
+                needed: layout.total_size,
+                limit,
+            }));
+        }
         if let Err(e) = sys::reserve(&fd, layout.total_size) {
             return Err(fail(match e {
                 Errno::NOSPC | Errno::FBIG | Errno::NOMEM => CreateError::NoSpace {
@@ -544,6 +551,24 @@ impl Region {
         match sys::shm_open_read_only(&sys::object_name(name)) {
             Ok(fd) => sys::identity(&fd).is_ok_and(|now| now != id),
             Err(e) => e == Errno::NOENT,
+        }
+    }
+
+    /// Removes `name` if its creator died before finishing it (an object
+    /// left empty or half-initialised, with no process attached): `true`
+    /// if it did. `false` for a region that is ready (or was finished
+    /// meanwhile). Waits, like [`open`](Self::open), at most a few
+    /// seconds for a creator that is alive and still initialising.
+    /// [`open_or_create`](Self::open_or_create) does the same before it
+    /// creates the region again.
+    pub fn remove_abandoned(name: &str) -> Result<bool, OpenError> {
+        name::validate_region(name)?;
+        match Region::attach(name, Instant::now() + INIT_WAIT)? {
+            Opened::Ready(_) => Ok(false),
+            Opened::Abandoned(id) => {
+                unlink_if_same(name, id).map_err(|_| denied(name))?;
+                Ok(true)
+            }
         }
     }
 

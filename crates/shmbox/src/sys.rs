@@ -115,6 +115,13 @@ pub(crate) fn current_cpu() -> u32 {
     u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
 }
 
+/// This process's limit on the size of a file it writes
+/// (`getrlimit(RLIMIT_FSIZE)`, `ulimit -f`), if it has one. Growing an
+/// object past it raises `SIGXFSZ`, which kills the process by default.
+pub(crate) fn file_size_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Fsize).current
+}
+
 /// `fstat(fd).st_size`.
 pub(crate) fn file_size(fd: &OwnedFd) -> Result<u64, Errno> {
     Ok(stat(fd)?.st_size as u64)

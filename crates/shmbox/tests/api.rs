@@ -1309,6 +1309,18 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
         let me = region.join("me").unwrap();
         me.send_copy(b"ok", &me.address()).unwrap();
         assert_eq!(&*me.recv().unwrap(), b"ok");
+        // A ready region is not removed as abandoned.
+        assert_eq!(Region::remove_abandoned(&name.0).unwrap(), false);
+        drop((me, region));
+        Region::remove(&name.0).unwrap();
+        // Left behind again, it is removed, and `create` then succeeds.
+        std::fs::write(name.path(), bytes).unwrap();
+        assert!(matches!(
+            Region::create(&name.0, &small()),
+            Err(CreateError::AlreadyExists { .. })
+        ));
+        assert!(Region::remove_abandoned(&name.0).unwrap(), "{what}");
+        assert!(Region::create(&name.0, &small()).is_ok(), "{what}");
     }
 }
 

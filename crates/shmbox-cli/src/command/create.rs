@@ -11,7 +11,17 @@ use shmbox::{
 pub fn run(args: CreateArgs) -> Result {
     let config = config(&args)?;
     let name = &args.name;
-    let region = Region::create(name, &config).map_err(|e| match e {
+    // A region whose creator died half-way blocks its name: replace it.
+    let created = match Region::create(name, &config) {
+        Err(CreateError::AlreadyExists { .. })
+            if Region::remove_abandoned(name).is_ok_and(|removed| removed) =>
+        {
+            eprintln!("replacing region '{name}', left half-initialised by a creator that died");
+            Region::create(name, &config)
+        }
+        created => created,
+    };
+    let region = created.map_err(|e| match e {
         CreateError::InvalidName(n) => Failure::usage(format!("invalid region name '{name}': {n}")),
         CreateError::InvalidConfig(c) => Failure::usage(explain(&c)),
         CreateError::AlreadyExists { .. } => Failure::error(format!(

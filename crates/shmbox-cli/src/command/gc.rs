@@ -23,13 +23,17 @@ struct Swept {
     participants: Option<u32>,
     messages: Option<u32>,
     chunks: Option<u32>,
+    /// Left half-initialised by a creator that died, and removed.
+    removed: bool,
 }
 
 pub fn run(args: GcArgs) -> Result {
     let mut failed = 0;
     let regions: Vec<Swept> = if let Some(name) = &args.name {
-        let region = open_region(name)?;
-        vec![sweep(name, &region)]
+        match Region::open(name) {
+            Err(OpenError::Abandoned { .. }) => vec![remove_abandoned(name)?],
+            _ => vec![sweep(name, &open_region(name)?)],
+        }
     } else {
         let names =
             Region::list().map_err(|e| Failure::error(format!("cannot list /dev/shm: {e}")))?;
@@ -39,6 +43,21 @@ pub fn run(args: GcArgs) -> Result {
                 Ok(region) => Some(sweep(name, &region)),
                 // Removed since it was listed.
                 Err(OpenError::NotFound { .. }) => None,
+                Err(OpenError::Abandoned { .. }) => match remove_abandoned(name) {
+                    Ok(swept) => Some(swept),
+                    Err(f) => {
+                        failed += 1;
+                        Some(Swept {
+                            name: name.clone(),
+                            ok: false,
+                            error: Some(f.message),
+                            participants: None,
+                            messages: None,
+                            chunks: None,
+                            removed: false,
+                        })
+                    }
+                },
                 Err(e) => {
                     failed += 1;
                     Some(Swept {
@@ -48,6 +67,7 @@ pub fn run(args: GcArgs) -> Result {
                         participants: None,
                         messages: None,
                         chunks: None,
+                        removed: false,
                     })
                 }
             })
@@ -63,6 +83,10 @@ pub fn run(args: GcArgs) -> Result {
         for r in &regions {
             match (&r.error, r.participants, r.messages, r.chunks) {
                 (Some(e), ..) => text.push_str(&format!("{}: skipped: {e}\n", r.name)),
+                _ if r.removed => text.push_str(&format!(
+                    "{}: removed: left half-initialised by a creator that died\n",
+                    r.name
+                )),
                 (None, Some(0), ..) => text.push_str(&format!("{}: nothing to reclaim\n", r.name)),
                 (None, Some(p), Some(m), Some(c)) => text.push_str(&format!(
                     "{}: reclaimed {p} participant{}, {m} queued message{}, {c} chunk{}\n",
@@ -97,7 +121,23 @@ fn sweep(name: &str, region: &Region) -> Swept {
         participants: Some(report.participants),
         messages: Some(report.messages),
         chunks: Some(report.chunks),
+        removed: false,
     }
+}
+
+/// Removes `name`, which a creator that died left half-initialised.
+fn remove_abandoned(name: &str) -> Result<Swept> {
+    let removed = Region::remove_abandoned(name)
+        .map_err(|e| Failure::error(describe_open_error(name, &e)))?;
+    Ok(Swept {
+        name: name.to_string(),
+        ok: true,
+        error: None,
+        participants: Some(0),
+        messages: Some(0),
+        chunks: Some(0),
+        removed,
+    })
 }
 
 fn plural(n: u32) -> &'static str {
