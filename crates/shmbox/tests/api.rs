@@ -1310,7 +1310,7 @@ fn a_creator_that_died_mid_initialisation_does_not_wedge_the_name() {
         me.send_copy(b"ok", &me.address()).unwrap();
         assert_eq!(&*me.recv().unwrap(), b"ok");
         // A ready region is not removed as abandoned.
-        assert_eq!(Region::remove_abandoned(&name.0).unwrap(), false);
+        assert!(!Region::remove_abandoned(&name.0).unwrap());
         drop((me, region));
         Region::remove(&name.0).unwrap();
         // Left behind again, it is removed, and `create` then succeeds.
