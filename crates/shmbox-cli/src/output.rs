@@ -172,8 +172,15 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): a later
+/// time (a scribbled creation time) reads as this one.
+const LAST_SECOND: u64 = 253_402_300_799;
+
 fn utc_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .min(LAST_SECOND);
     let (y, mo, d) = civil((secs / 86_400) as i64);
     let s = secs % 86_400;
     (y, mo, d, s / 3600, s / 60 % 60, s % 60)
@@ -315,6 +322,9 @@ mod tests {
         assert_eq!(datetime(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        // A scribbled creation time stays valid RFC 3339.
+        let scribbled = UNIX_EPOCH + Duration::from_millis(u64::MAX);
+        assert_eq!(rfc3339(scribbled), "9999-12-31T23:59:59Z");
         assert_eq!(duration(Duration::from_secs(192)), "3m12s");
         assert_eq!(duration(Duration::from_secs(7500)), "2h05m");
         assert_eq!(duration_fine(Duration::from_millis(500)), "500ms");

@@ -243,18 +243,24 @@ impl<'a, H: Holders> Pool<'a, H> {
         self.count_holders(|h| h != 0 && h & live == 0)
     }
 
-    /// Number of chunks carrying `bit` (racy; for inspection).
-    #[cfg_attr(shmbox_loom, allow(dead_code))]
-    pub(crate) fn held_by(&self, bit: u64) -> u32 {
-        self.count_holders(|h| h & bit != 0)
-    }
-
     /// Whether `bit` alone holds every chunk: its loans, its messages
     /// received and not dropped, its messages to itself. Only it can give
     /// them back, so its loan would wait for ever.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn all_held_by_only(&self, bit: u64) -> bool {
         (0..self.count).all(|i| self.chunks.holders(i).load(Ordering::Relaxed) == bit)
+    }
+
+    /// Adds to `counts[slot]` the chunks carrying each slot's bit, in one
+    /// pass over the chunks (racy; for inspection).
+    pub(crate) fn count_held(&self, counts: &mut [u32; 64]) {
+        for i in 0..self.count {
+            let mut holders = self.chunks.holders(i).load(Ordering::Relaxed);
+            while holders != 0 {
+                counts[holders.trailing_zeros() as usize] += 1;
+                holders &= holders - 1;
+            }
+        }
     }
 
     /// Number of chunks whose holders word is zero (racy; for inspection).

@@ -88,7 +88,8 @@ pub struct ClassUsage {
 pub struct ParticipantInfo {
     /// Its address.
     pub address: Address,
-    /// Its name.
+    /// Its name; `<unreadable name …>` (its bytes in hex) if the slot's
+    /// name is not a valid one, which only a scribble on the region makes.
     pub name: String,
     /// The pid it joined from (information only; never used for liveness).
     pub pid: u32,
@@ -394,6 +395,17 @@ impl Region {
                 }
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
+            }
+            // No config makes a larger one: do not map what cannot be a
+            // region (a sparse object of terabytes would fail in `mmap`).
+            if size > layout::MAX_REGION_SIZE {
+                return Err(OpenError::NotShmbox {
+                    name: name.into(),
+                    reason: format!(
+                        "object is {size} bytes, more than the {} a region may have",
+                        layout::MAX_REGION_SIZE
+                    ),
+                });
             }
             let size_usize = usize::try_from(size).map_err(|_| OpenError::Corrupt {
                 name: name.into(),
@@ -885,6 +897,11 @@ impl Region {
     /// sweep has reclaimed yet (`alive == false`).
     pub fn participants(&self) -> Vec<ParticipantInfo> {
         let m = self.mapped();
+        // One pass over the chunks for every slot, not one per slot.
+        let mut held = [0u32; 64];
+        for class in 0..m.layout.classes.len() {
+            m.pool(class as u8).count_held(&mut held);
+        }
         (0..m.layout.config.max_participants)
             .filter_map(|slot| {
                 let view = m.slot(slot);
@@ -899,16 +916,17 @@ impl Region {
                         generation: registry::generation(state),
                         region: m.layout.instance,
                     },
-                    name: registry::decode_name(&registry::load_name(&view))?,
+                    name: {
+                        let words = registry::load_name(&view);
+                        registry::decode_name(&words).unwrap_or_else(|| unreadable(&words))
+                    },
                     pid: view.pid.load(Ordering::Relaxed),
                     queued: m.mailbox(slot).queue.len(),
                     alive,
                     strategy: WaitStrategy::from_raw(view.strategy.load(Ordering::Relaxed)),
                     parked: alive && m.mailbox(slot).queue.is_parked(),
                     capacity: u64::from(m.layout.config.mailbox_capacity),
-                    holding: (0..m.layout.classes.len())
-                        .map(|c| m.pool(c as u8).held_by(1u64 << slot))
-                        .sum(),
+                    holding: held[slot as usize],
                     stats: {
                         let c = |i: usize| view.counters[i].load(Ordering::Relaxed);
                         ParticipantStats {
@@ -924,6 +942,19 @@ impl Region {
             })
             .collect()
     }
+}
+
+/// How [`Region::participants`] names a slot whose name bytes are not a
+/// valid name (only a scribble makes one): its bytes in hex, so that it
+/// is still listed, counted and told apart.
+fn unreadable(words: &[u64; 4]) -> String {
+    let hex: String = words
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .take_while(|&b| b != 0)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("<unreadable name {hex}>")
 }
 
 /// `name` leads to `what` (a FIFO, a symbolic link, ...) instead of a

@@ -457,6 +457,18 @@ fn a_fifo_or_a_link_under_a_regions_name_is_refused_at_once() {
         }
     }
     std::fs::remove_dir(dir.path()).unwrap();
+    // A sparse object larger than any region is not mapped.
+    let huge = Name::new("api", "huge");
+    std::fs::File::create(huge.path())
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    match Region::open(&huge.0) {
+        Err(OpenError::NotShmbox { reason, .. }) => {
+            assert!(reason.contains("more than"), "{reason}")
+        }
+        other => panic!("{:?}", other.map(|r| r.name().map(str::to_string))),
+    }
     // The link's target is untouched.
     assert_eq!(region.participants().len(), 0);
     assert!(Region::open(&target.0).is_ok());

@@ -706,6 +706,28 @@ fn a_scribbled_size_word_is_not_reported() {
     assert_eq!(region.size(), config().total_size());
 }
 
+/// A participant whose name a scribble made unreadable is still listed
+/// (and counted alive), under its bytes in hex, with what it holds.
+#[test]
+fn a_participant_with_a_scribbled_name_is_still_listed() {
+    let name = Name::new("corrupt", "slotname");
+    let region = Region::create(&name.0, &config()).unwrap();
+    let me = region.join("me").unwrap();
+    let _loan = me.loan(1).unwrap();
+    let slot = u64::from(me.address().slot());
+    // The name's first bytes, at +16 in the slot: "\xff\xfe" is not UTF-8.
+    object(name.path())
+        .write_at(b"\xff\xfe", HEADER_SIZE + slot * SLOT_SIZE + 16)
+        .unwrap();
+    let listed = region.participants();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let p = &listed[0];
+    assert!(p.name.starts_with("<unreadable name fffe"), "{}", p.name);
+    assert!(p.alive);
+    assert_eq!(p.address, me.address());
+    assert_eq!(p.holding, 1);
+}
+
 /// A queue cell at `head` that is neither empty nor an entry (only a
 /// scribble makes one) is reported to every kind of receive, in every
 /// wait strategy: polling it would otherwise find nothing for ever (a

@@ -25,7 +25,8 @@ pub fn run(args: CreateArgs) -> Result {
         CreateError::InvalidName(n) => Failure::usage(format!("invalid region name '{name}': {n}")),
         CreateError::InvalidConfig(c) => Failure::usage(explain(&c)),
         CreateError::AlreadyExists { .. } => Failure::error(format!(
-            "region '{name}' already exists; `shmbox info {name}` shows it, `shmbox rm {name}` removes it"
+            "region '{name}' already exists; `shmbox info {arg}` shows it, `shmbox rm {arg}` removes it",
+            arg = super::command_arg(name)
         )),
         CreateError::NoSpace { .. } => Failure::error(format!(
             "{e}; use fewer or smaller --class chunks, or free space in /dev/shm (`shmbox ls`)"

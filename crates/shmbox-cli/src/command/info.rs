@@ -246,7 +246,7 @@ impl Snapshot {
                 &mut out,
                 format_args!(
                     "  hint          `shmbox gc {}` reclaims the dead participants",
-                    self.name
+                    super::command_arg(&self.name)
                 ),
             );
         }

@@ -114,8 +114,9 @@ fn stdout_gone() -> bool {
 fn unusable(region: &str, me: &str, c: &Corruption) -> Failure {
     Failure::error(format!(
         "the mailbox of '{me}' in region '{region}' is corrupt and cannot be repaired: {}\n\
-         hint: `shmbox info {region}` shows the region; if it is damaged, \
-         recreate it (`shmbox rm {region}`, then create it again)",
-        c.reason()
+         hint: `shmbox info {arg}` shows the region; if it is damaged, \
+         recreate it (`shmbox rm {arg}`, then create it again)",
+        c.reason(),
+        arg = super::command_arg(region),
     ))
 }

@@ -141,7 +141,7 @@ impl Sender<'_> {
                 args.name,
                 output::duration_fine(args.timeout.unwrap_or_default()),
                 self.progress(),
-                args.name
+                super::command_arg(&args.name)
             )),
         })?;
         loan.copy_from_slice(data);
@@ -209,11 +209,13 @@ fn peer(region: &Region, args: &SendArgs) -> Result<Address> {
             args.to,
             args.name,
             output::duration_fine(args.wait.unwrap_or_default()),
-            args.name
+            super::command_arg(&args.name)
         )),
         LookupError::NotFound(_) => Failure::error(format!(
             "no participant named '{}' in region '{}'; `shmbox info {}` lists participants (--wait D waits for it to join)",
-            args.to, args.name, args.name
+            args.to,
+            args.name,
+            super::command_arg(&args.name)
         )),
     })
 }
