@@ -101,14 +101,15 @@ fn write_message(out: &mut impl Write, message: &Message<'_>, lines: bool) -> st
 /// has gone, a terminal hung up. Checked without writing (`poll` with no
 /// wait).
 fn stdout_gone() -> bool {
-    let mut fd = libc::pollfd {
-        fd: libc::STDOUT_FILENO,
-        events: 0,
-        revents: 0,
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: one valid `pollfd` that lives across the call; no wait.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    poll(&mut fds, Some(&now)) == Ok(1)
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
 }
 
 fn unusable(region: &str, me: &str, c: &Corruption) -> Failure {
