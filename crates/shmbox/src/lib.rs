@@ -15,7 +15,8 @@
 //!   announced it is asleep.
 //! * **Nothing lost silently.** `try_send` hands the loan back when the
 //!   receiver's mailbox is full or the receiver has left; `send` waits for
-//!   room. A message that was accepted and is still queued when its
+//!   room (but returns the loan at once when the mailbox is the sender's
+//!   own: only it could make room). A message that was accepted and is still queued when its
 //!   receiver leaves is released with the mailbox.
 //! * **Stale addresses are refused.** An [`Address`] carries its slot's
 //!   generation, and so does the tail of the mailbox's queue: a participant

@@ -660,7 +660,10 @@ impl Mailbox {
     }
 
     /// Loans a chunk of at least `len` bytes, waiting for one to be released
-    /// if the size class is exhausted.
+    /// if the size class is exhausted; but not for ever when this
+    /// participant alone holds every chunk of the class, which only it could
+    /// release ([`LoanError::HeldByCaller`], within a few tens of
+    /// milliseconds).
     #[inline]
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, LoanError> {
         self.loan_wait(len, None)
@@ -1216,7 +1219,9 @@ impl Mailbox {
             .is_none_or(|checked| due(checked, FULL_CHECK_EVERY))
     }
 
-    /// Sends `loan` to `to`, waiting while its mailbox is full.
+    /// Sends `loan` to `to`, waiting while its mailbox is full; but not
+    /// for our own full mailbox, which only we could empty
+    /// ([`SendError::OwnMailboxFull`]).
     ///
     /// # Panics
     ///
