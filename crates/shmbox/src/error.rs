@@ -253,8 +253,9 @@ pub enum LoanError {
         class_size: u64,
     },
     /// The loaning participant itself holds every chunk of the class: its
-    /// loans, the messages it received and has not dropped, and those it
-    /// sent to itself. Only it can give them back, so waiting would never
+    /// loans, the messages it received and has not dropped, and those
+    /// queued in its own mailbox (sent to itself, or by senders that have
+    /// since died). Only it can give them back, so waiting would never
     /// end (noticed within a few tens of milliseconds).
     #[error("every chunk of the {class_size}-byte size class is held by this participant itself (loans, received messages not yet dropped, messages to itself)")]
     HeldByCaller {

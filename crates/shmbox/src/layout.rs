@@ -480,6 +480,8 @@ pub(crate) struct SlotView<'a> {
     pub strategy: &'a AtomicU32,
     /// The CPU the participant last waited for messages on, plus one (0:
     /// not known yet); written when it changes, read by its senders.
+    /// Advisory: it only decides a cache hint, so a stale or scribbled
+    /// value (or a binary that never writes it) costs speed, nothing else.
     pub cpu: &'a AtomicU32,
     /// Up to 32 name bytes, zero-padded, packed little-endian.
     pub name: &'a [AtomicU64],

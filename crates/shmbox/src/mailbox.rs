@@ -1038,7 +1038,8 @@ impl Mailbox {
         // dead): a plain store does what `fetch_or` would, without a
         // locked instruction. (Release: a sweeper of the receiver that sees
         // both bits sees this send's sender and destination too, not an
-        // earlier message's.)
+        // earlier message's. After the CAS the sender only reads the
+        // receiver's slot and may give a cache hint: `hand_over`.)
         if !to_self {
             chunk.holders.store(self.bit | rx_bit, Ordering::Release);
         }
@@ -1065,15 +1066,18 @@ impl Mailbox {
     /// the peer likely waits for this answer), with the receiver awake and
     /// not behind: if it waits on another CPU (`cpu`, its slot's word), it
     /// fetches the chunk's first line next, so leave that line in the
-    /// shared cache, where its miss finds it sooner than in ours. Not in a
-    /// one-way stream, whose sender would pay for every hint while its
-    /// receiver gains nothing; not for a receiver on our CPU, whose caches
-    /// the line is in.
+    /// shared cache, where its miss finds it sooner than in ours. Not from
+    /// a sender that never receives (a one-way stream would pay for every
+    /// hint while its receiver gains nothing); not for a receiver on our
+    /// CPU, whose caches the line is in. Only on x86-64, the one
+    /// architecture with the hint.
     #[inline(always)]
     fn hand_over(&self, chunk: &layout::ChunkHeader, cpu: &AtomicU32) {
-        let theirs = cpu.load(Ordering::Relaxed);
-        if theirs != 0 && theirs != sys::current_cpu() {
-            layout::demote(std::ptr::from_ref(chunk).cast());
+        if cfg!(target_arch = "x86_64") {
+            let theirs = cpu.load(Ordering::Relaxed);
+            if theirs != 0 && theirs != sys::current_cpu() {
+                layout::demote(std::ptr::from_ref(chunk).cast());
+            }
         }
     }
 
@@ -1436,6 +1440,10 @@ impl Mailbox {
     /// when it changed: the slot's line is read by every sender, and is
     /// written only then.
     fn note_cpu(&self) {
+        // Read only by `hand_over`, which hints only on x86-64.
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
         let cpu = sys::current_cpu();
         if cpu != self.cpu.get() {
             self.cpu.set(cpu);
@@ -1599,11 +1607,9 @@ impl Mailbox {
     /// Waits at most `timeout` for the next message.
     #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, RecvTimeoutError> {
-        let r = self.recv_wait(Some(timeout));
-        if matches!(r, Err(RecvTimeoutError::Timeout)) {
-            self.count(Counter::Timeouts);
-        }
-        r
+        // Not counted as a timeout: a receiver that waits in slices (to
+        // look at something else in between) is idle, not held back.
+        self.recv_wait(Some(timeout))
     }
 
     /// A waiting receive. Each take is made here, inline in the caller,

@@ -128,7 +128,9 @@ pub struct ParticipantStats {
     pub bytes_received: u64,
     /// `try_send` calls refused because the receiver's mailbox was full.
     pub full: u64,
-    /// Timed-out `send_timeout`, `loan_timeout` and `recv_timeout` calls.
+    /// Timed-out `send_timeout` and `loan_timeout` calls: a sender held
+    /// back by a full mailbox or an exhausted pool. (A `recv_timeout` that
+    /// times out is an idle receiver, not one held back: not counted.)
     pub timeouts: u64,
 }
 
@@ -354,6 +356,8 @@ impl Region {
             Errno::ACCESS | Errno::PERM => OpenError::PermissionDenied { name: name.into() },
             Errno::LOOP => not_shmbox(name, "a symbolic link"),
             Errno::ISDIR => not_shmbox(name, "a directory"),
+            // `open` of a socket.
+            Errno::NXIO => not_shmbox(name, "a socket"),
             e => io_err("shm_open", e),
         })?;
         if let Some(what) = sys::not_a_file(&fd).map_err(|e| io_err("fstat", e))? {
@@ -519,7 +523,7 @@ impl Region {
                 Err(e) => return Err(e.into()),
             }
             match Region::attach(name, deadline) {
-                Ok(Opened::Ready(r)) if r.config() == config => return Ok(r),
+                Ok(Opened::Ready(r)) if joinable(r.config(), config) => return Ok(r),
                 Ok(Opened::Ready(r)) => {
                     // Not ours to remove (`/dev/shm` is sticky): refused
                     // before taking the attach byte from anyone.
@@ -542,7 +546,9 @@ impl Region {
                     }
                     drop(r);
                 }
-                Ok(Opened::Abandoned(id)) => unlink_if_same(name, id).map_err(|_| denied(name))?,
+                Ok(Opened::Abandoned(id)) => {
+                    unlink_if_same(name, id).map_err(|_| denied(name))?;
+                }
                 // Removed between our create and open: try again.
                 Err(OpenError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -577,10 +583,7 @@ impl Region {
         name::validate_region(name)?;
         match Region::attach(name, Instant::now() + INIT_WAIT)? {
             Opened::Ready(_) => Ok(false),
-            Opened::Abandoned(id) => {
-                unlink_if_same(name, id).map_err(|_| denied(name))?;
-                Ok(true)
-            }
+            Opened::Abandoned(id) => unlink_if_same(name, id).map_err(|_| denied(name)),
         }
     }
 
@@ -753,6 +756,29 @@ impl Region {
         Mailbox::join(self.clone(), name, strategy)
     }
 
+    /// Whether `to` still names a participant whose process is alive: it
+    /// has not left, its slot has not been reused, and no kill ended it.
+    /// (A sender blocked for a reason `send` cannot see, a loan say, may
+    /// ask this now and then.)
+    ///
+    /// # Panics
+    ///
+    /// If `to` is an address of another region.
+    pub fn is_alive(&self, to: &Address) -> bool {
+        let m = self.mapped();
+        assert!(
+            to.region == m.layout.instance,
+            "an address of another region"
+        );
+        if to.slot >= m.layout.config.max_participants {
+            return false;
+        }
+        let state = m.slot(to.slot).state.load(Ordering::Acquire);
+        registry::status(state) == registry::ACTIVE
+            && registry::generation(state) == to.generation
+            && !self.is_dead(to.slot)
+    }
+
     /// The address of the live participant called `name`.
     pub fn address(&self, name: &str) -> Result<Address, LookupError> {
         name::validate_participant(name)?;
@@ -909,6 +935,12 @@ impl Region {
                 if registry::status(state) != registry::ACTIVE {
                     return None;
                 }
+                let words = registry::load_name(&view);
+                // A participant leaving meanwhile clears its name: do not
+                // list that as an unreadable one.
+                if view.state.load(Ordering::Acquire) != state {
+                    return None;
+                }
                 let alive = !self.is_dead(slot);
                 Some(ParticipantInfo {
                     address: Address {
@@ -916,10 +948,7 @@ impl Region {
                         generation: registry::generation(state),
                         region: m.layout.instance,
                     },
-                    name: {
-                        let words = registry::load_name(&view);
-                        registry::decode_name(&words).unwrap_or_else(|| unreadable(&words))
-                    },
+                    name: registry::decode_name(&words).unwrap_or_else(|| unreadable(&words)),
                     pid: view.pid.load(Ordering::Relaxed),
                     queued: m.mailbox(slot).queue.len(),
                     alive,
@@ -944,16 +973,22 @@ impl Region {
     }
 }
 
+/// Whether `open_or_create` may join a region of config `existing` when
+/// it asks for `wanted`: the same config, but for a mode that may be
+/// narrower than the one asked for (an owner may `chmod` a region closed),
+/// never wider.
+fn joinable(existing: &Config, wanted: &Config) -> bool {
+    let (have, want) = (existing.mode(), wanted.mode());
+    have & !want == 0 && *existing == wanted.clone().with_mode(have)
+}
+
 /// How [`Region::participants`] names a slot whose name bytes are not a
 /// valid name (only a scribble makes one): its bytes in hex, so that it
 /// is still listed, counted and told apart.
 fn unreadable(words: &[u64; 4]) -> String {
-    let hex: String = words
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .take_while(|&b| b != 0)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let hex: String = bytes[..end].iter().map(|b| format!("{b:02x}")).collect();
     format!("<unreadable name {hex}>")
 }
 
@@ -975,17 +1010,18 @@ fn denied(name: &str) -> OpenError {
 /// recreation must not remove a fresh region someone else just made.
 /// `Err` if it does and we may not remove it (`/dev/shm` is sticky: only
 /// the object's owner may).
-fn unlink_if_same(name: &str, id: (u64, u64)) -> Result<(), Errno> {
+fn unlink_if_same(name: &str, id: (u64, u64)) -> Result<bool, Errno> {
     let object = sys::object_name(name);
     if let Ok(fd) = sys::shm_open_existing(&object) {
         if sys::identity(&fd).ok() == Some(id) {
             return match sys::shm_unlink(&object) {
-                Err(Errno::NOENT) => Ok(()),
-                other => other,
+                Ok(()) => Ok(true),
+                Err(Errno::NOENT) => Ok(false),
+                Err(e) => Err(e),
             };
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(all(test, not(shmbox_loom)))]

@@ -448,15 +448,21 @@ fn a_fifo_or_a_link_under_a_regions_name_is_refused_at_once() {
         );
         Region::remove(name).unwrap();
     }
+    struct Dir(String);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
     let dir = Name::new("api", "dirnamed");
     std::fs::create_dir(dir.path()).unwrap();
+    let _remove = Dir(dir.path());
     for result in [Region::open(&dir.0), Region::inspect(&dir.0)] {
         match result {
             Err(OpenError::NotShmbox { reason, .. }) => assert!(reason.contains("a directory")),
             other => panic!("{:?}", other.map(|r| r.name().map(str::to_string))),
         }
     }
-    std::fs::remove_dir(dir.path()).unwrap();
     // A sparse object larger than any region is not mapped.
     let huge = Name::new("api", "huge");
     std::fs::File::create(huge.path())
@@ -499,6 +505,17 @@ fn open_or_create_does_not_join_a_region_opened_up_with_chmod() {
     // Asked for with the mode it has, it is joined.
     let wide = small().with_mode(0o666);
     assert!(Region::open_or_create(&name.0, &wide).is_ok());
+    // Closed with `chmod` (narrower than asked for), it is joined.
+    std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let group = small().with_mode(0o660);
+    assert_eq!(
+        Region::open_or_create(&name.0, &group)
+            .unwrap()
+            .config()
+            .mode(),
+        0o600
+    );
+    std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
     // Nobody attached: it is replaced by one of the mode asked for.
     drop(creator);
     let replaced = Region::open_or_create(&name.0, &small()).unwrap();
@@ -545,6 +562,21 @@ fn a_send_to_ones_own_full_mailbox_does_not_wait() {
     assert!(me.try_recv().is_err());
     me.send_copy(b"again", &mine).unwrap();
     assert_eq!(&*me.try_recv().unwrap(), b"again");
+}
+
+/// `is_alive` tells a participant that is there from one that left, even
+/// when its slot is taken again under the same name.
+#[test]
+fn is_alive_follows_a_participant_not_its_slot() {
+    let name = Name::new("api", "alive");
+    let region = Region::create(&name.0, &small()).unwrap();
+    let b = region.join("b").unwrap();
+    let first = b.address();
+    assert!(region.is_alive(&first));
+    drop(b);
+    assert!(!region.is_alive(&first));
+    let again = region.join("b").unwrap();
+    assert!(region.is_alive(&again.address()) && !region.is_alive(&first));
 }
 
 /// A handle knows when its region's name no longer leads to it: removed,
@@ -1360,7 +1392,8 @@ fn participants_report_counters_and_holdings() {
     assert_eq!(pb.strategy, WaitStrategy::Adaptive);
     assert_eq!((pa.stats.sent, pa.stats.bytes_sent), (2, 30));
     assert_eq!((pb.stats.received, pb.stats.bytes_received), (2, 30));
-    assert_eq!(pb.stats.timeouts, 1);
+    // A receive that timed out is not counted: only senders held back.
+    assert_eq!(pb.stats.timeouts, 0);
     assert_eq!(pa.holding, 1, "the loan");
     assert_eq!(pb.holding, 1, "the message still held");
     assert_eq!(pb.capacity, 4);
@@ -1372,6 +1405,14 @@ fn participants_report_counters_and_holdings() {
     );
     assert!(b.try_recv().is_err());
     assert_eq!(region.participants()[1].holding, 0, "given back when idle");
+    // A loan held back (b holds the rest of the class) is counted.
+    let held: Vec<_> = (0..3).map(|_| b.loan(100).unwrap()).collect();
+    assert!(matches!(
+        a.loan_timeout(100, Duration::from_millis(1)),
+        Err(LoanError::Timeout { .. })
+    ));
+    assert_eq!(region.participants()[0].stats.timeouts, 1);
+    drop(held);
     assert!(Region::list().unwrap().contains(&name.0));
     assert!(region.info().size == region.size() && region.info().creator_pid == std::process::id());
 }

@@ -1,6 +1,6 @@
 //! `shmbox gc NAME | --all [--json]`: sweep dead participants.
 
-use super::{describe_open_error, open_region};
+use super::describe_open_error;
 use crate::cli::GcArgs;
 use crate::output::{self, SCHEMA};
 use crate::{Failure, Result};
@@ -31,8 +31,9 @@ pub fn run(args: GcArgs) -> Result {
     let mut failed = 0;
     let regions: Vec<Swept> = if let Some(name) = &args.name {
         match Region::open(name) {
+            Ok(region) => vec![sweep(name, &region)],
             Err(OpenError::Abandoned { .. }) => vec![remove_abandoned(name)?],
-            _ => vec![sweep(name, &open_region(name)?)],
+            Err(e) => return Err(super::open_failure(name, e)),
         }
     } else {
         let names =

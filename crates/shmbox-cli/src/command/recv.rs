@@ -11,6 +11,8 @@ pub fn run(args: RecvArgs) -> Result {
     let region = open_region(&args.name)?;
     let me = join(&region, &args.name, &args.as_name)?;
     let mut out = std::io::stdout().lock();
+    // Only a pipe's or a socket's reader can go away.
+    let watch_stdout = stdout_can_go_away();
     let mut received = 0u64;
     // The wait for each message starts when the one before arrived; a
     // corruption reported meanwhile does not restart it.
@@ -21,7 +23,7 @@ pub fn run(args: RecvArgs) -> Result {
         // went away (`recv | head -1`) ends the command before it takes a
         // message it could not write.
         let got = loop {
-            if stdout_gone() {
+            if watch_stdout && stdout_gone() {
                 return Ok(());
             }
             let slice = deadline.map_or(SLICE, |d| {
@@ -95,6 +97,18 @@ fn write_message(out: &mut impl Write, message: &Message<'_>, lines: bool) -> st
         }
     }
     out.flush()
+}
+
+/// Whether standard output is a pipe or a socket, whose reader may go
+/// away (a file or a terminal is not looked at: no `poll` per message).
+fn stdout_can_go_away() -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(std::io::stdout()).is_ok_and(|st| {
+        matches!(
+            FileType::from_raw_mode(st.st_mode),
+            FileType::Fifo | FileType::Socket
+        )
+    })
 }
 
 /// Whether standard output leads nowhere any more: a pipe whose reader

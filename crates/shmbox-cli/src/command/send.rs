@@ -5,12 +5,12 @@ use crate::cli::SendArgs;
 use crate::output::{self, exact_bytes};
 use crate::{Failure, Result};
 use shmbox::{Address, Loan, LoanError, LookupError, Mailbox, Region, SendError, SendTimeoutError};
+use std::io::{BufRead, IsTerminal, Read};
 use std::time::Duration;
 
 /// How often a send without `--timeout` that waits for a chunk checks
 /// that its peer is still there.
 const PEER_CHECK: Duration = Duration::from_millis(100);
-use std::io::{BufRead, IsTerminal, Read};
 
 pub fn run(args: SendArgs) -> Result {
     let region = open_region(&args.name)?;
@@ -179,10 +179,7 @@ impl Sender<'_> {
 
     /// Whether `--to`'s participant is still there and alive.
     fn peer_lives(&self) -> bool {
-        self.region
-            .participants()
-            .iter()
-            .any(|p| p.address == self.to && p.alive)
+        self.region.is_alive(&self.to)
     }
 
     fn progress(&self) -> String {
