@@ -58,10 +58,14 @@
 //!   while loaners wait, and on demand. Any number of sweepers may run at once, and a sweeper
 //!   killed half-way leaves the work to the next. About 50 µs per dead
 //!   participant with the default config.
-//! * **Senders see dead receivers.** A send to a participant that died or
-//!   left hands the loan back with `Disconnected`. Messages already queued
-//!   for a participant when it dies are released by the sweep (counted in
-//!   [`SweepReport::messages`]).
+//! * **Senders see dead receivers.** A send to a participant that left
+//!   hands the loan back with `Disconnected`; so does a send to one that
+//!   died, once it is swept, or when its mailbox is full (a refused or
+//!   blocked send checks). Until then a send to it succeeds, as a send
+//!   does into any mailbox whose receiver dies before reading: such
+//!   messages, like those queued before it died, are released by the
+//!   sweep and counted in [`SweepReport::messages`]. Telling the dead on
+//!   every send would cost a system call; [`Region::is_alive`] asks.
 //! * **Restart just works.** A region whose participants all died is
 //!   reused as it is; [`Region::open_or_create`] with a different config
 //!   recreates it when nobody is attached; a region whose creator died

@@ -712,7 +712,7 @@ impl Mailbox {
                     || {
                         self.region.sweep();
                         let claimed = self.claim(len).ok();
-                        if claimed.is_none() && m.pool(class).all_held_by_only(self.bit) {
+                        if claimed.is_none() && self.holds_all(class) {
                             return Some(None);
                         }
                         claimed.map(Some)
@@ -733,6 +733,22 @@ impl Mailbox {
                 )
             }
         }
+    }
+
+    /// Whether we alone could give back a chunk of `class`: each is held
+    /// by us alone, or queued in our own mailbox (see
+    /// [`Pool::only_holder_is`](crate::pool::Pool::only_holder_is)).
+    /// Nothing takes entries from our mailbox while we wait in a loan, and
+    /// an entry added meanwhile names a chunk that was not ours alone.
+    #[cold]
+    fn holds_all(&self, class: u8) -> bool {
+        let m = self.mapped();
+        let queued = m.mailbox(self.address.slot).queue.entries();
+        m.pool(class).only_holder_is(self.bit, |index| {
+            queued
+                .binary_search(&m.encode(ChunkRef { class, index }))
+                .is_ok()
+        })
     }
 
     /// Counts a rare event (a timeout) and publishes at once.
@@ -1760,12 +1776,16 @@ impl Loan<'_> {
     }
 
     /// Shortens the message to `len` bytes (no effect if already shorter).
+    /// (On a batch's loan, see [`resize`](Self::resize).)
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
 
     /// Lengthens or shortens the message to `len` bytes, at most
     /// [`capacity`](Self::capacity); returns the new length.
+    /// On a [`Batch`](crate::Batch)'s loan, a length other than its
+    /// records' makes the receiver's [`records`](Message::records) report
+    /// the batch corrupt where the length cuts it.
     pub fn resize(&mut self, len: usize) -> usize {
         self.len = len.min(self.capacity);
         self.len

@@ -243,12 +243,17 @@ impl<'a, H: Holders> Pool<'a, H> {
         self.count_holders(|h| h != 0 && h & live == 0)
     }
 
-    /// Whether `bit` alone holds every chunk: its loans, its messages
-    /// received and not dropped, its messages to itself. Only it can give
-    /// them back, so its loan would wait for ever.
+    /// Whether only `bit` can give back any chunk: every chunk is held
+    /// by `bit` alone (its loans, its messages received and not dropped)
+    /// or is `queued(index)` for it (in its own mailbox, where the sender's
+    /// bit stays until `bit` takes the entry). A loan of `bit`'s would then
+    /// wait for ever.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
-    pub(crate) fn all_held_by_only(&self, bit: u64) -> bool {
-        (0..self.count).all(|i| self.chunks.holders(i).load(Ordering::Relaxed) == bit)
+    pub(crate) fn only_holder_is(&self, bit: u64, queued: impl Fn(u32) -> bool) -> bool {
+        (0..self.count).all(|i| {
+            let holders = self.chunks.holders(i).load(Ordering::Relaxed);
+            holders == bit || (holders & bit != 0 && queued(i))
+        })
     }
 
     /// Adds to `counts[slot]` the chunks carrying each slot's bit, in one

@@ -525,6 +525,22 @@ impl<'a> OffsetQueue<'a> {
         self.cell(head).load(Ordering::Relaxed) == pack(head, PARKED)
     }
 
+    /// The published entries the consumer has not taken, sorted (a
+    /// snapshot; for the consumer, or for inspection).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    pub(crate) fn entries(&self) -> Vec<u32> {
+        let head = self.head.load(Ordering::Acquire) as u32;
+        let mut found: Vec<u32> = (0..self.cells.len() as u32)
+            .filter_map(|k| {
+                let pos = head.wrapping_add(k);
+                let current = self.cell(pos).load(Ordering::Acquire);
+                (stamp_of(current) == pos.wrapping_add(1)).then_some(current as u32 & !WAITER)
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     /// Whether `value` is a published entry the consumer has not taken.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn contains(&self, value: u32) -> bool {

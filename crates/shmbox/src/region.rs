@@ -779,7 +779,8 @@ impl Region {
             && !self.is_dead(to.slot)
     }
 
-    /// The address of the live participant called `name`.
+    /// The address of the participant called `name`. It may have died
+    /// and not been swept yet: [`is_alive`](Self::is_alive) tells.
     pub fn address(&self, name: &str) -> Result<Address, LookupError> {
         name::validate_participant(name)?;
         registry::lookup(self.mapped(), name)
