@@ -324,11 +324,16 @@ fn recv_ends_before_taking_a_message_nobody_would_read() {
         .write_stdin("one")
         .assert()
         .success();
+    // Read the first line, then go away as `head -1` does (the pipe's
+    // read end is dropped with the thread); at most LIMIT.
     let mut stdout = recv.0.stdout.take().unwrap();
-    let mut first = [0u8; 4];
-    stdout.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"one\n");
-    drop(stdout); // the reader goes away, as `head -1` does
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = [0u8; 4];
+        let _ = tx.send(stdout.read_exact(&mut first).map(|()| first));
+    });
+    let first = rx.recv_timeout(LIMIT).expect("recv wrote its first line");
+    assert_eq!(&first.unwrap(), b"one\n");
     let (status, _, stderr) = recv.finish();
     assert!(status.success(), "{status:?} {stderr}");
     shmbox(["send", r.name(), "--to", "reader"])

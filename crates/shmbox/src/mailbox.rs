@@ -140,7 +140,7 @@ impl Address {
     #[inline]
     pub(crate) fn unpack(word: u64, region: u32) -> Address {
         Address {
-            slot: (word >> 32) as u32,
+            slot: Self::slot_of(word),
             generation: word as u32,
             region,
         }
@@ -1061,8 +1061,13 @@ impl Mailbox {
         }
         match rx.queue.push(to.generation, m.encode(loan.chunk)) {
             Ok(pushed) => {
-                if self.received_since_send.replace(false) && pushed == Pushed::Quiet {
-                    self.hand_over(chunk, m.slot(to.slot).cpu);
+                // Only a send in an exchange looks any further.
+                if self.received_since_send.replace(false) {
+                    if let Pushed::Quiet { at } = pushed {
+                        if !rx.queue.consumer_behind(at) {
+                            self.hand_over(chunk, m.slot(to.slot).cpu);
+                        }
+                    }
                 }
                 Ok(pushed)
             }
@@ -1137,7 +1142,7 @@ impl Mailbox {
             // A receiver that left closed its queue; but a queue a scribble
             // keeps full (a cell the close could not tell from a closed
             // one) would keep us here after it left: ask its slot too.
-            if self.left(to) {
+            if !registry::is_active(self.mapped(), to.slot, to.generation) {
                 return Err(Undelivered::Disconnected);
             }
             // Now and then, make sure the receiver is still alive.
@@ -1145,12 +1150,6 @@ impl Mailbox {
                 self.region.sweep();
             }
         }
-    }
-
-    /// Whether `to` no longer holds its slot (it left, or is leaving).
-    fn left(&self, to: &Address) -> bool {
-        let state = self.mapped().slot(to.slot).state.load(Ordering::Acquire);
-        registry::status(state) != registry::ACTIVE || registry::generation(state) != to.generation
     }
 
     /// Sends `loan` to `to` without waiting. On failure the loan comes back
@@ -1222,9 +1221,7 @@ impl Mailbox {
     /// Panics unless `to` is an address of our region.
     #[inline(always)]
     fn assert_local(&self, to: &Address) {
-        if to.region != self.address.region {
-            foreign_address();
-        }
+        assert_region(to, self.address.region);
     }
 
     /// Whether a send that found `slot`'s mailbox full should check its
@@ -1911,7 +1908,17 @@ fn foreign_loan() -> ! {
     panic!("a loan can only be sent by the mailbox that loaned it")
 }
 
-/// See [`Mailbox::assert_sendable`].
+/// Panics unless `to` is an address of region instance `region`: in
+/// another region it would reach whoever holds its slot there.
+#[inline(always)]
+#[track_caller]
+pub(crate) fn assert_region(to: &Address, region: u32) {
+    if to.region != region {
+        foreign_address();
+    }
+}
+
+/// See [`assert_region`].
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -2042,7 +2049,7 @@ mod tests {
             // looks again within microseconds, and takes it all the same.)
             assert!(matches!(
                 s.publish(&loan, &to),
-                Ok(Pushed::WakeConsumer | Pushed::Quiet | Pushed::Behind)
+                Ok(Pushed::WakeConsumer | Pushed::Quiet { .. })
             ));
             let killed = Instant::now();
             loan.consume(); // killed here: published, never rung

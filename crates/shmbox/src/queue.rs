@@ -57,14 +57,11 @@ pub(crate) const MAX_VALUE: u32 = WAITER - 2;
 /// What a successful push found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// The consumer is awake (or spinning).
-    Quiet,
+    /// The consumer is awake (or spinning); the entry is at position `at`
+    /// (see [`OffsetQueue::consumer_behind`]).
+    Quiet { at: u32 },
     /// The consumer was asleep on this entry: wake it.
     WakeConsumer,
-    /// The entry before this one, on the same cache line, is not taken
-    /// yet: the consumer is busy with earlier entries, not waiting for
-    /// this one.
-    Behind,
 }
 
 /// Why a push failed.
@@ -177,26 +174,25 @@ impl<'a> OffsetQueue<'a> {
         ) {
             Ok(_) => {
                 self.advance_tail(tail);
-                Ok(self.behind_or_quiet(pos))
+                Ok(Pushed::Quiet { at: pos })
             }
             Err(actual) => self.push_from(owner, value, tail, actual),
         }
     }
 
-    /// What a push that filled position `pos` found: [`Pushed::Behind`]
-    /// if the entry before it, on the cell line the push has just taken
-    /// over, is still there; otherwise [`Pushed::Quiet`]. (A hint: the
-    /// first cell of a line says `Quiet` without looking.)
+    /// After a push that filled position `at` ([`Pushed::Quiet`]):
+    /// whether the entry before it, on the cell line the push has just
+    /// taken over, is still there, so the consumer is busy with earlier
+    /// entries rather than waiting for this one. A hint: the first cell of
+    /// a line says `false` without looking at the line before.
+    #[cfg(not(shmbox_loom))]
     #[inline(always)]
-    fn behind_or_quiet(&self, pos: u32) -> Pushed {
-        let first_of_line = std::ptr::from_ref(self.cell(pos)) as usize % 64 == 0;
-        let before = pos.wrapping_sub(1);
+    pub(crate) fn consumer_behind(&self, at: u32) -> bool {
+        let first_of_line =
+            std::ptr::from_ref(self.cell(at)) as usize % crate::layout::LINE as usize == 0;
+        let before = at.wrapping_sub(1);
         // An entry at `before` is stamped `before + 1`.
-        if !first_of_line && stamp_of(self.cell(before).load(Ordering::Relaxed)) == pos {
-            Pushed::Behind
-        } else {
-            Pushed::Quiet
-        }
+        !first_of_line && stamp_of(self.cell(before).load(Ordering::Relaxed)) == at
     }
 
     /// Moves `tail` past a filled cell at `tail` (whoever filled it).
@@ -269,7 +265,7 @@ impl<'a> OffsetQueue<'a> {
                             return Ok(if marker == PARKED {
                                 Pushed::WakeConsumer
                             } else {
-                                Pushed::Quiet
+                                Pushed::Quiet { at: pos }
                             });
                         }
                         Err(actual) => {
@@ -525,18 +521,27 @@ impl<'a> OffsetQueue<'a> {
         self.cell(head).load(Ordering::Relaxed) == pack(head, PARKED)
     }
 
-    /// The published entries the consumer has not taken, sorted (a
-    /// snapshot; for the consumer, or for inspection).
+    /// The published entries the consumer has not taken, in queue order
+    /// (read one cell at a time: a snapshot only for the consumer itself).
+    #[cfg_attr(shmbox_loom, allow(dead_code))]
+    fn queued(&self) -> impl Iterator<Item = u32> + '_ {
+        // SYNC POINT: pairs with the release store of `head` in `take_unarmed`:
+        // an entry taken since is announced by the consumer.
+        let head = self.head.load(Ordering::Acquire) as u32;
+        (0..self.cells.len() as u32).filter_map(move |k| {
+            let pos = head.wrapping_add(k);
+            let current = self.cell(pos).load(Ordering::Acquire);
+            // An entry at `pos` (not the taken cell before `head`, nor an
+            // entry of an earlier lap).
+            (stamp_of(current) == pos.wrapping_add(1)).then_some(current as u32 & !WAITER)
+        })
+    }
+
+    /// The published entries the consumer has not taken, sorted (see
+    /// [`queued`](Self::queued)).
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn entries(&self) -> Vec<u32> {
-        let head = self.head.load(Ordering::Acquire) as u32;
-        let mut found: Vec<u32> = (0..self.cells.len() as u32)
-            .filter_map(|k| {
-                let pos = head.wrapping_add(k);
-                let current = self.cell(pos).load(Ordering::Acquire);
-                (stamp_of(current) == pos.wrapping_add(1)).then_some(current as u32 & !WAITER)
-            })
-            .collect();
+        let mut found: Vec<u32> = self.queued().collect();
         found.sort_unstable();
         found
     }
@@ -544,16 +549,7 @@ impl<'a> OffsetQueue<'a> {
     /// Whether `value` is a published entry the consumer has not taken.
     #[cfg_attr(shmbox_loom, allow(dead_code))]
     pub(crate) fn contains(&self, value: u32) -> bool {
-        // SYNC POINT: pairs with the release store of `head` in `take_unarmed`:
-        // an entry taken since is announced by the consumer.
-        let head = self.head.load(Ordering::Acquire) as u32;
-        (0..self.cells.len() as u32).any(|k| {
-            let pos = head.wrapping_add(k);
-            let current = self.cell(pos).load(Ordering::Acquire);
-            // An entry at `pos` (not the taken cell before `head`, nor an
-            // entry of an earlier lap).
-            stamp_of(current) == pos.wrapping_add(1) && current as u32 & !WAITER == value
-        })
+        self.queued().any(|v| v == value)
     }
 
     /// Consumer (or whoever took over from a dead one): closes the queue and
@@ -875,16 +871,18 @@ mod tests {
                     "tail left behind"
                 );
                 assert_eq!(q.len(), 0, "empty, not full");
-                assert_eq!(q.push(OWNER, i + 1), Ok(Pushed::Quiet));
+                // Past the killed producer's position.
+                let next = pos.wrapping_add(1);
+                assert_eq!(q.push(OWNER, i + 1), Ok(Pushed::Quiet { at: next }));
                 assert_eq!(q.pop(), Some(i + 1));
             }
         }
     }
 
-    /// A push says whether the entry before it, on the cell line it has
-    /// just taken over, is still there (the consumer is behind); the
-    /// first cell of a line says `Quiet` without looking at the line
-    /// before.
+    /// After a push, the queue tells whether the entry before it, on the
+    /// cell line the push has just taken over, is still there (the
+    /// consumer is behind); the first cell of a line says not, without
+    /// looking at the line before.
     #[test]
     fn a_push_tells_whether_the_consumer_is_behind() {
         #[repr(align(64))]
@@ -895,16 +893,20 @@ mod tests {
         q.init();
         q.reopen(OWNER);
         start_at(&t, &h, &cells.0, 0);
-        assert_eq!(q.push(OWNER, 1), Ok(Pushed::Quiet));
-        assert_eq!(q.push(OWNER, 2), Ok(Pushed::Behind));
+        let behind = |v: u32| match q.push(OWNER, v) {
+            Ok(Pushed::Quiet { at }) => q.consumer_behind(at),
+            other => panic!("{other:?}"),
+        };
+        assert!(!behind(1));
+        assert!(behind(2));
         assert_eq!((q.pop(), q.pop()), (Some(1), Some(2)));
-        assert_eq!(q.push(OWNER, 3), Ok(Pushed::Quiet), "entry 2 was taken");
+        assert!(!behind(3), "entry 2 was taken");
         for v in 4..=8 {
-            assert_eq!(q.push(OWNER, v), Ok(Pushed::Behind));
+            assert!(behind(v));
         }
         // Position 8 starts the next line.
-        assert_eq!(q.push(OWNER, 9), Ok(Pushed::Quiet));
-        assert_eq!(q.push(OWNER, 10), Ok(Pushed::Behind));
+        assert!(!behind(9));
+        assert!(behind(10));
     }
 
     /// A scribble that writes a re-armed cell's value on the head cell of

@@ -766,17 +766,8 @@ impl Region {
     /// If `to` is an address of another region.
     pub fn is_alive(&self, to: &Address) -> bool {
         let m = self.mapped();
-        assert!(
-            to.region == m.layout.instance,
-            "an address of another region"
-        );
-        if to.slot >= m.layout.config.max_participants {
-            return false;
-        }
-        let state = m.slot(to.slot).state.load(Ordering::Acquire);
-        registry::status(state) == registry::ACTIVE
-            && registry::generation(state) == to.generation
-            && !self.is_dead(to.slot)
+        crate::mailbox::assert_region(to, m.layout.instance);
+        registry::is_active(m, to.slot, to.generation) && !self.is_dead(to.slot)
     }
 
     /// The address of the participant called `name`. It may have died
@@ -907,10 +898,11 @@ impl Region {
     /// Names of the shmbox regions on this machine (the objects in
     /// `/dev/shm` whose names carry shmbox's prefix), sorted.
     pub fn list() -> std::io::Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir("/dev/shm")?
+        let mut names: Vec<String> = std::fs::read_dir(sys::SHM_DIR)?
             .filter_map(|e| e.ok())
-            // Shared-memory objects are files (or links to them); a
-            // directory of the same name is no region.
+            // Whatever else carries a region's name is listed (opening it
+            // says what it is, and `remove` removes it), but a directory,
+            // which `remove` cannot remove.
             .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter_map(|f| f.strip_prefix(sys::OBJECT_PREFIX).map(str::to_string))

@@ -194,6 +194,14 @@ pub(crate) fn lookup(mapped: &Mapped, name: &str) -> Option<(u32, u32)> {
     lookup_words(mapped, &encode_name(name))
 }
 
+/// Whether slot `slot` is held, active, by generation `gen`: its
+/// participant has not left (or begun to), and the slot was not reused.
+/// `false` for a slot the region does not have.
+pub(crate) fn is_active(mapped: &Mapped, slot: u32, gen: u32) -> bool {
+    slot < mapped.layout.config.max_participants
+        && mapped.slot(slot).state.load(Ordering::Acquire) == pack(gen, ACTIVE)
+}
+
 /// Marks a slot whose owner died as leaving, whatever state it was in.
 pub(crate) fn mark_leaving(mapped: &Mapped, slot: u32, gen: u32) {
     mapped

@@ -63,7 +63,7 @@ fn open_object(object: &str, access: OFlags) -> Result<OwnedFd, Errno> {
 }
 
 /// Where POSIX shared-memory objects live on Linux.
-const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
 
 /// What `fd` is when it is not a regular file (a shared-memory object
 /// is one): "a FIFO", "a directory", ...; `None` for a regular file.

@@ -524,33 +524,6 @@ fn open_or_create_does_not_join_a_region_opened_up_with_chmod() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-/// The same when the last chunk is queued in the loaner's own mailbox by
-/// a peer that is alive: the peer's bit stays on it until the loaner
-/// takes it, and only the loaner can.
-#[test]
-fn a_loan_waiting_for_a_chunk_queued_for_the_loaner_ends() {
-    let _w = watchdog(
-        "a loan waiting for a chunk queued for the loaner",
-        Duration::from_secs(30),
-    );
-    let name = Name::new("api", "queuedforme");
-    let config = small().with_classes(&[SizeClass::new(64, 2)]);
-    let region = Region::create(&name.0, &config).unwrap();
-    let me = region.join("me").unwrap();
-    let peer = region.join("peer").unwrap();
-    peer.send_copy(b"for me", &me.address()).unwrap();
-    let loan = me.loan(1).unwrap();
-    assert_eq!(
-        me.loan(1).unwrap_err(),
-        LoanError::HeldByCaller { class_size: 64 }
-    );
-    // Taken and dropped, its chunk comes back.
-    assert_eq!(&*me.recv().unwrap(), b"for me");
-    drop(me.loan(1).unwrap());
-    drop(loan);
-    drop(peer);
-}
-
 /// A mailbox sending to itself with its own mailbox full is told so at
 /// once: only it can make room, so a wait would never end.
 #[test]
@@ -739,9 +712,9 @@ fn loan_timeout_is_honoured() {
 }
 
 /// A loan that only the loaner itself could satisfy (it holds every chunk
-/// of the class: a loan, a message received, a message to itself) ends
-/// with `HeldByCaller` instead of waiting for ever; one chunk held by
-/// anyone else, and it waits as usual.
+/// of the class: a loan, a message received, a message to itself, a
+/// message a live peer queued for it) ends with `HeldByCaller` instead of
+/// waiting for ever; one chunk held by anyone else, and it waits as usual.
 #[test]
 fn a_loan_waiting_for_the_loaners_own_chunks_ends() {
     let _w = watchdog(
@@ -784,6 +757,16 @@ fn a_loan_waiting_for_the_loaners_own_chunks_ends() {
     // Any one given back, and loans go on.
     drop(received);
     drop(me.loan(1).unwrap());
+    drop(loan);
+    // The last one queued in our own mailbox by a live peer: its bit stays
+    // on the chunk until we take the entry, and only we can.
+    me.give_back_kept();
+    let loan = me.loan(1).unwrap();
+    other.send_copy(b"c", &me.address()).unwrap();
+    assert_eq!(me.loan(1).unwrap_err(), held);
+    assert_eq!(&*me.recv().unwrap(), b"b");
+    drop(me.loan(1).unwrap());
+    assert_eq!(&*me.recv().unwrap(), b"c");
     drop(loan);
 }
 

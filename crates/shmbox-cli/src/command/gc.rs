@@ -32,7 +32,9 @@ pub fn run(args: GcArgs) -> Result {
     let regions: Vec<Swept> = if let Some(name) = &args.name {
         match Region::open(name) {
             Ok(region) => vec![sweep(name, &region)],
-            Err(OpenError::Abandoned { .. }) => vec![remove_abandoned(name)?],
+            Err(OpenError::Abandoned { .. }) => {
+                vec![remove_abandoned(name).map_err(Failure::error)?]
+            }
             Err(e) => return Err(super::open_failure(name, e)),
         }
     } else {
@@ -40,37 +42,26 @@ pub fn run(args: GcArgs) -> Result {
             Region::list().map_err(|e| Failure::error(format!("cannot list /dev/shm: {e}")))?;
         names
             .iter()
-            .filter_map(|name| match Region::open(name) {
-                Ok(region) => Some(sweep(name, &region)),
-                // Removed since it was listed.
-                Err(OpenError::NotFound { .. }) => None,
-                Err(OpenError::Abandoned { .. }) => match remove_abandoned(name) {
-                    Ok(swept) => Some(swept),
-                    Err(f) => {
-                        failed += 1;
-                        Some(Swept {
-                            name: name.clone(),
-                            ok: false,
-                            error: Some(f.message),
-                            participants: None,
-                            messages: None,
-                            chunks: None,
-                            removed: false,
-                        })
-                    }
-                },
-                Err(e) => {
+            .filter_map(|name| {
+                let swept = match Region::open(name) {
+                    Ok(region) => Ok(sweep(name, &region)),
+                    // Removed since it was listed.
+                    Err(OpenError::NotFound { .. }) => return None,
+                    Err(OpenError::Abandoned { .. }) => remove_abandoned(name),
+                    Err(e) => Err(describe_open_error(name, &e)),
+                };
+                Some(swept.unwrap_or_else(|error| {
                     failed += 1;
-                    Some(Swept {
+                    Swept {
                         name: name.clone(),
                         ok: false,
-                        error: Some(describe_open_error(name, &e)),
+                        error: Some(error),
                         participants: None,
                         messages: None,
                         chunks: None,
                         removed: false,
-                    })
-                }
+                    }
+                }))
             })
             .collect()
     };
@@ -126,10 +117,10 @@ fn sweep(name: &str, region: &Region) -> Swept {
     }
 }
 
-/// Removes `name`, which a creator that died left half-initialised.
-fn remove_abandoned(name: &str) -> Result<Swept> {
-    let removed = Region::remove_abandoned(name)
-        .map_err(|e| Failure::error(describe_open_error(name, &e)))?;
+/// Removes `name`, which a creator that died left half-initialised; why
+/// not, if it cannot.
+fn remove_abandoned(name: &str) -> std::result::Result<Swept, String> {
+    let removed = Region::remove_abandoned(name).map_err(|e| describe_open_error(name, &e))?;
     Ok(Swept {
         name: name.to_string(),
         ok: true,

@@ -171,15 +171,10 @@ impl Sender<'_> {
     fn loan_while_peer_lives(&self, len: usize) -> std::result::Result<Loan<'_>, LoanError> {
         loop {
             match self.me.loan_timeout(len, PEER_CHECK) {
-                Err(LoanError::Timeout { .. }) if self.peer_lives() => {}
+                Err(LoanError::Timeout { .. }) if self.region.is_alive(&self.to) => {}
                 done => return done,
             }
         }
-    }
-
-    /// Whether `--to`'s participant is still there and alive.
-    fn peer_lives(&self) -> bool {
-        self.region.is_alive(&self.to)
     }
 
     fn progress(&self) -> String {
